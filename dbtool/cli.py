@@ -1,0 +1,345 @@
+"""dbtool: click only — parse options, call one library function, render the result."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import psycopg
+
+from dbtool import __version__, build, local, migrate, standin
+from dbtool import target as targets
+from dbtool.config import local_config
+from dbtool.errors import DbtoolError
+from dbtool.render import table, to_json
+
+
+class DbtoolGroup(click.Group):
+    """Turns library errors into `Error: ...` with exit status 1 (usage errors stay 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DbtoolError as exc:
+            raise click.ClickException(str(exc)) from None
+        except psycopg.OperationalError as exc:
+            raise click.ClickException(f"cannot reach the database: {str(exc).strip()}") from None
+
+
+def progress(message: str) -> None:
+    click.echo(f"· {message}", err=True)
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")(func)
+
+
+def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--database-url",
+        metavar="URL",
+        help="postgresql://user:pass@host:port/db (default: $DATABASE_URL, else the local server).",
+    )(func)
+
+
+def emit(as_json: bool, data: Any, text: str | Callable[[], str]) -> None:
+    click.echo(to_json(data) if as_json else (text() if callable(text) else text))
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=DbtoolGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="dbtool")
+def cli() -> None:
+    """Migrate, reset, verify and audit the chat database on Supabase or plain PostgreSQL.
+
+    The local server is a pip-installed PostgreSQL with a stand-in of Supabase's roles,
+    auth and realtime objects; data lives in .dbtool/ (override with DBTOOL_HOME).
+
+    \b
+    Example:
+      dbtool up                       # local server, migrated and seeded, policy suite run
+      dbtool migrate --database-url postgresql://postgres:...@db.x.supabase.co:5432/postgres
+    """
+
+
+# --- local server -------------------------------------------------------------------
+
+
+@cli.group(cls=DbtoolGroup, context_settings=CONTEXT)
+def local_group() -> None:
+    """Run the embedded PostgreSQL server (no Docker, works as root and as a normal user).
+
+    \b
+    Example:
+      dbtool local start --port 54329 && dbtool local url
+    """
+
+
+cli.add_command(local_group, "local")
+
+
+def _status_text(st: local.ServerStatus) -> str:
+    if not st.running:
+        return f"stopped (data directory {st.data_dir}, PostgreSQL {st.version or 'not initialised'})"
+    return "\n".join(
+        [
+            f"running   pid {st.pid}, PostgreSQL {st.version}, 127.0.0.1:{st.port} ({st.mode})",
+            f"data      {st.data_dir}",
+            f"url       {st.url}",
+            f"admin     {st.admin_url}",
+        ]
+    )
+
+
+@local_group.command("start")
+@click.option("--port", type=int, help="TCP port on 127.0.0.1 (default: $DBTOOL_PORT or 54329).")
+@json_option
+def local_start(port: int | None, as_json: bool) -> None:
+    """Start the local server, creating it on first use.
+
+    Running it again while it runs says so and exits 0.
+
+    \b
+    Example:
+      dbtool local start --port 54339
+    """
+    result = local.start(local_config(port=port), progress)
+    st = result.status
+    if result.already_running:
+        message = f"already running on port {st.port} (pid {st.pid})"
+    else:
+        what = "initialised and started" if result.initialised else "started"
+        message = f"{what} in {result.seconds:.2f}s\n{_status_text(st)}"
+    emit(as_json, {"already_running": result.already_running, "initialised": result.initialised,
+                   "seconds": round(result.seconds, 3), "binaries": result.binaries, **st.as_dict()}, message)
+
+
+@local_group.command("stop")
+def local_stop() -> None:
+    """Stop the local server (fast shutdown: open sessions are disconnected).
+
+    \b
+    Example:
+      dbtool local stop
+    """
+    seconds = local.stop(local_config(), progress)
+    click.echo(f"stopped in {seconds:.2f}s")
+
+
+@local_group.command("status")
+@json_option
+def local_status(as_json: bool) -> None:
+    """Show whether the local server runs, its port, version and URLs (exit 3 when stopped).
+
+    \b
+    Example:
+      dbtool local status --json
+    """
+    st = local.status(local_config())
+    emit(as_json, st.as_dict(), _status_text(st))
+    if not st.running:
+        sys.exit(3)
+
+
+@local_group.command("url")
+@click.option("--admin", is_flag=True, help="The superuser (supabase_admin) URL instead of postgres.")
+def local_url(admin: bool) -> None:
+    """Print the connection URL of the running local server.
+
+    \b
+    Example:
+      export DATABASE_URL=$(dbtool local url)
+    """
+    running = local.running_config(local_config())
+    click.echo(local.server_url(running, local.ADMIN_ROLE if admin else local.APP_ROLE))
+
+
+@local_group.command("psql", context_settings={"ignore_unknown_options": True})
+@click.option("--admin", is_flag=True, help="Connect as the superuser (supabase_admin).")
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+def local_psql(admin: bool, psql_args: tuple[str, ...]) -> None:
+    """Open psql on the local database (extra arguments go to psql).
+
+    \b
+    Example:
+      dbtool local psql -c 'select count(*) from public.chat_messages'
+    """
+    argv, env = local.psql_command(local_config(), admin)
+    os.execve(argv[0], [*argv, *psql_args], env)
+
+
+@local_group.command("destroy")
+@click.option("--yes", is_flag=True, help="Confirm: all local data is deleted.")
+def local_destroy(yes: bool) -> None:
+    """Stop the local server and delete its data directory.
+
+    \b
+    Example:
+      dbtool local destroy --yes
+    """
+    if not yes:
+        raise click.UsageError("this deletes all local data; add --yes to confirm")
+    local.destroy(local_config(), progress)
+    click.echo("local server data removed")
+
+
+# --- stand-in -------------------------------------------------------------------------
+
+
+@cli.group(cls=DbtoolGroup, context_settings=CONTEXT)
+def standin_group() -> None:
+    """The local stand-in of Supabase's roles, auth and realtime objects (plain PostgreSQL only).
+
+    \b
+    Example:
+      dbtool standin install --database-url postgresql://postgres@localhost/chat
+    """
+
+
+cli.add_command(standin_group, "standin")
+
+
+def _installed_text(result: standin.Installed) -> str:
+    head = "already current" if result.already_current else "installed"
+    lines = [f"Supabase stand-in {head} (sha256 {result.fingerprint[:12]})"]
+    for kind, items in result.objects.items():
+        lines.append(f"  {kind}:")
+        lines.extend(f"    {item}" for item in items)
+    lines.extend(f"note: {note}" for note in result.notes)
+    return "\n".join(lines)
+
+
+@standin_group.command("install")
+@database_option
+@json_option
+def standin_install(database_url: str | None, as_json: bool) -> None:
+    """Install or update the stand-in (needs a superuser; refuses real Supabase databases).
+
+    \b
+    Example:
+      dbtool standin install --database-url postgresql://postgres:pw@127.0.0.1:5432/app
+    """
+    tgt = targets.resolve(database_url, local_config())
+    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
+        result = standin.install(conn)
+    emit(as_json, result.__dict__, lambda: _installed_text(result))
+
+
+# --- migrations -----------------------------------------------------------------------
+
+
+def migration_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option("--lock-timeout", default=lambda: os.environ.get("DBTOOL_LOCK_TIMEOUT", "5s"), show_default="5s",
+                  help="How long DDL may wait for a table lock before failing.")
+    @click.option("--statement-timeout", default=lambda: os.environ.get("DBTOOL_STATEMENT_TIMEOUT", "5min"),
+                  show_default="5min", help="How long one statement may run.")
+    @click.option("--lock-wait", type=float, default=lambda: float(os.environ.get("DBTOOL_LOCK_WAIT", "600")),
+                  show_default="600", help="Seconds to wait for another runner's migration lock.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _settings(url: str, lock_timeout: str, statement_timeout: str, lock_wait: float) -> migrate.MigrateSettings:
+    return migrate.MigrateSettings(url, lock_timeout, statement_timeout, lock_wait)
+
+
+def _migrated_text(result: migrate.MigrateResult) -> str:
+    if not result.applied:
+        return f"nothing to do: already at {result.after or 'base'}"
+    return f"now at {result.after or 'base'} ({len(result.applied)} revision(s), was {result.before or 'base'})"
+
+
+@cli.command("migrate")
+@click.option("--to", "to", default="head", show_default=True, help="Target revision.")
+@click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it (no database needed).")
+@click.option("--history", is_flag=True, help="List the revisions and exit.")
+@database_option
+@migration_options
+@json_option
+def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None, lock_timeout: str,
+                statement_timeout: str, lock_wait: float, as_json: bool) -> None:
+    """Apply migrations (locked against concurrent runners, one transaction per revision).
+
+    \b
+    Example:
+      DATABASE_URL=postgresql://postgres:...@db.x.supabase.co:5432/postgres dbtool migrate
+      dbtool migrate --sql > review.sql
+    """
+    if history:
+        rows = migrate.history()
+        emit(as_json, [{"revision": r, "down_revision": d, "description": m} for r, d, m in rows],
+             lambda: table(["revision", "down", "description"], rows))
+        return
+    if offline:
+        click.echo(migrate.offline_sql(to), nl=False)
+        return
+    tgt = targets.resolve(database_url, local_config())
+    progress(f"migrating {tgt.describe()} to {to}")
+    result = migrate.upgrade(_settings(tgt.url, lock_timeout, statement_timeout, lock_wait), to, progress)
+    emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
+         _migrated_text(result))
+
+
+@cli.command("downgrade")
+@click.argument("revision")
+@click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it.")
+@database_option
+@migration_options
+@json_option
+def downgrade_cmd(revision: str, offline: bool, database_url: str | None, lock_timeout: str,
+                  statement_timeout: str, lock_wait: float, as_json: bool) -> None:
+    """Revert migrations down to REVISION ("base" removes every object we own).
+
+    \b
+    Example:
+      dbtool downgrade -1
+      dbtool downgrade base --sql --database-url ...   # offline needs a start: use head:base
+    """
+    if offline:
+        click.echo(migrate.offline_sql(revision if ":" in revision else f"head:{revision}", down=True), nl=False)
+        return
+    tgt = targets.resolve(database_url, local_config())
+    progress(f"downgrading {tgt.describe()} to {revision}")
+    result = migrate.downgrade(_settings(tgt.url, lock_timeout, statement_timeout, lock_wait), revision, progress)
+    emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
+         _migrated_text(result))
+
+
+# --- the main job -----------------------------------------------------------------------
+
+
+@cli.command("up")
+@click.option("--port", type=int, help="TCP port for the local server (default: $DBTOOL_PORT or 54329).")
+@json_option
+def up_cmd(port: int | None, as_json: bool) -> None:
+    """Start the local server and bring its database up: Supabase stand-in, then migrations.
+
+    \b
+    Example:
+      dbtool up && psql "$(dbtool local url)"
+    """
+    cfg = local_config(port=port)
+    started = local.start(cfg, progress)
+    st = started.status
+    assert st.url is not None and st.admin_url is not None
+    built = build.prepare(st.admin_url, st.url, progress)
+    data = {"server": st.as_dict(), "standin": built.standin.__dict__, "revision": built.migrated.after}
+    emit(as_json, data, lambda: "\n".join([
+        _status_text(st),
+        _installed_text(built.standin),
+        f"migrations: at {built.migrated.after or 'base'}",
+        f"\nconnect with:  psql \"{st.url}\"",
+    ]))
+
+
+def main() -> None:
+    cli(prog_name="dbtool")

@@ -1,0 +1,193 @@
+"""Running the Alembic chain: locked, with timeouts, reporting each revision applied."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import sqlalchemy.exc
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from dbtool import paths
+from dbtool.errors import MigrationError
+from dbtool.urls import libpq_url
+
+VERSION_TABLE = "chat_migrations.alembic_version"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class MigrateSettings:
+    """How migrations run: where, and how long DDL may wait for locks or run."""
+
+    url: str
+    lock_timeout: str = "5s"
+    statement_timeout: str = "5min"
+    lock_wait: float = 600.0
+
+
+@dataclass
+class Applied:
+    revision: str
+    description: str
+    direction: str
+    seconds: float
+
+
+@dataclass
+class MigrateResult:
+    before: str | None
+    after: str | None
+    applied: list[Applied] = field(default_factory=list)
+
+
+def alembic_config(settings: MigrateSettings | None = None, progress: Progress = _quiet) -> tuple[Config, list[Applied]]:
+    """An Alembic Config on our migrations, wired to report applied revisions."""
+    cfg = Config(str(paths.alembic_ini()))
+    cfg.set_main_option("script_location", str(paths.migrations_dir()))
+    applied: list[Applied] = []
+    clock = [time.monotonic()]
+
+    def on_version_apply(*, step: Any, **_: Any) -> None:
+        now = time.monotonic()
+        description = step.up_revision.doc if step.up_revision else ""
+        item = Applied(step.up_revision_id, description, "up" if step.is_upgrade else "down", now - clock[0])
+        applied.append(item)
+        verb = "applied" if step.is_upgrade else "reverted"
+        progress(f"{verb} {item.revision}  {description}  ({item.seconds * 1000:.0f} ms)")
+        clock[0] = now
+
+    def on_wait(holder: int | None) -> None:
+        who = f"pid {holder}" if holder else "another session"
+        progress(f"waiting for the migration lock held by {who} (another runner is migrating)")
+
+    cfg.attributes.update({"dbtool": True, "on_version_apply": on_version_apply, "on_wait": on_wait})
+    if settings is not None:
+        cfg.attributes.update(
+            {
+                "url": settings.url,
+                "lock_timeout": settings.lock_timeout,
+                "statement_timeout": settings.statement_timeout,
+                "lock_wait": settings.lock_wait,
+            }
+        )
+    return cfg, applied
+
+
+def script_directory() -> ScriptDirectory:
+    cfg, _ = alembic_config()
+    return ScriptDirectory.from_config(cfg)
+
+
+def heads() -> list[str]:
+    return list(script_directory().get_heads())
+
+
+def current(url: str) -> str | None:
+    """The revision the database is at (None: never migrated or at base)."""
+    with psycopg.connect(libpq_url(url)) as conn:
+        if conn.execute("select to_regclass(%s)", (VERSION_TABLE,)).fetchone() == (None,):
+            return None
+        row = conn.execute(f"select version_num from {VERSION_TABLE}").fetchone()
+        return row[0] if row else None
+
+
+def _explain(exc: BaseException, settings: MigrateSettings, before: str | None, target: str) -> MigrationError:
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    try:
+        at = current(settings.url)
+    except psycopg.Error:
+        at = "unknown"
+    where = f"the database stays at revision {at or 'base'} (each revision runs in its own transaction)"
+    failing = _next_revision(at, target)
+    label = f"revision {failing}" if failing else "the migration"
+    if isinstance(orig, psycopg.errors.LockNotAvailable):
+        return MigrationError(
+            f"{label} could not get a lock within lock_timeout={settings.lock_timeout}: another session holds a "
+            f"conflicting lock ({str(orig).strip()}); nothing of it was applied and {where}. Find the blocker with "
+            "`select pid, state, query from pg_stat_activity where wait_event_type is null and state <> 'idle'`, "
+            "let it finish, then retry (or raise --lock-timeout)"
+        )
+    if isinstance(orig, psycopg.errors.QueryCanceled):
+        return MigrationError(
+            f"{label} ran longer than statement_timeout={settings.statement_timeout} and was cancelled; {where}. "
+            "Retry with a larger --statement-timeout if the work is expected to be long"
+        )
+    if isinstance(orig, psycopg.OperationalError):
+        return MigrationError(f"cannot connect to the database: {str(orig).strip()}; check DATABASE_URL / --database-url")
+    if isinstance(exc, SystemExit):
+        return MigrationError(f"{exc}; {where}")
+    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return MigrationError(f"{label} failed: {message}; {where}")
+
+
+def _next_revision(at: str | None, target: str) -> str | None:
+    script = script_directory()
+    try:
+        if target in ("head", "heads") or script.get_revision(target) is not None:
+            chain = list(script.iterate_revisions(target if target != "heads" else "head", at or "base"))
+            return chain[-1].revision if chain else None
+    except Exception:
+        return None
+    return None
+
+
+def _run(settings: MigrateSettings, action: Callable[[Config], None], target: str, progress: Progress) -> MigrateResult:
+    before = current(settings.url)
+    cfg, applied = alembic_config(settings, progress)
+    try:
+        action(cfg)
+    except (sqlalchemy.exc.SQLAlchemyError, psycopg.Error, SystemExit) as exc:
+        raise _explain(exc, settings, before, target) from None
+    except Exception as exc:  # alembic's own CommandError (bad revision, ...)
+        if type(exc).__name__ in ("CommandError", "ResolutionError", "RangeNotAncestorError", "MultipleHeads"):
+            raise MigrationError(f"{exc}; list the revisions with `dbtool migrate --history`") from None
+        raise
+    return MigrateResult(before, current(settings.url), applied)
+
+
+def upgrade(settings: MigrateSettings, target: str = "head", progress: Progress = _quiet) -> MigrateResult:
+    """Apply revisions up to `target` under the migration lock."""
+    return _run(settings, lambda cfg: command.upgrade(cfg, target), target, progress)
+
+
+def downgrade(settings: MigrateSettings, target: str, progress: Progress = _quiet) -> MigrateResult:
+    """Revert revisions down to `target` ("base" removes everything we own)."""
+    return _run(settings, lambda cfg: command.downgrade(cfg, target), target, progress)
+
+
+def offline_sql(target: str = "head", start: str | None = None, down: bool = False) -> str:
+    """The SQL an upgrade (or downgrade) would run, for review; needs no database."""
+    cfg, _ = alembic_config()
+    buffer = io.StringIO()
+    cfg.output_buffer = buffer
+    span = f"{start}:{target}" if start else target
+    try:
+        if down:
+            command.downgrade(cfg, span, sql=True)
+        else:
+            command.upgrade(cfg, span, sql=True)
+    except Exception as exc:
+        if type(exc).__name__ == "CommandError":
+            raise MigrationError(f"{exc}") from None
+        raise
+    return buffer.getvalue()
+
+
+def history() -> list[tuple[str, str | None, str]]:
+    """(revision, down_revision, description), oldest first."""
+    script = script_directory()
+    revs = list(script.walk_revisions())
+    revs.reverse()
+    return [(r.revision, r.down_revision if isinstance(r.down_revision, str) else None, r.doc) for r in revs]

@@ -1,0 +1,54 @@
+"""Who is calling: the JWT a request carries, as Supabase's servers see it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Persona:
+    """A caller: the database role PostgREST/Realtime switch to, and the JWT claims.
+
+    `claims` is what Supabase Auth puts in the access token; `role` is always present,
+    `sub` only for signed-in users.
+    """
+
+    name: str
+    role: str
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sub(self) -> str | None:
+        sub = self.claims.get("sub")
+        return str(sub) if sub is not None else None
+
+
+def _claims(role: str, **extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": "supabase", "aud": "authenticated" if role == "authenticated" else role,
+            "iat": now, "exp": now + 3600, "role": role, **extra}
+
+
+def anon() -> Persona:
+    """The anon key: no session."""
+    return Persona("anon", "anon", _claims("anon"))
+
+
+def service() -> Persona:
+    """The service_role key the backend holds (bypasses RLS, no user)."""
+    return Persona("service_role", "service_role", _claims("service_role"))
+
+
+def user(name: str, uid: str, email: str | None = None) -> Persona:
+    """A signed-in user's access token."""
+    extra: dict[str, Any] = {"sub": uid, "session_id": "00000000-0000-4000-8000-000000000000"}
+    if email:
+        extra["email"] = email
+    return Persona(name, "authenticated", _claims("authenticated", **extra))
+
+
+def authenticated_without_sub() -> Persona:
+    """A token with role authenticated but no `sub` claim (e.g. a hand-made JWT)."""
+    return Persona("authenticated (no sub)", "authenticated", _claims("authenticated"))

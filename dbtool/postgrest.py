@@ -1,0 +1,163 @@
+"""Running SQL exactly as PostgREST runs a request.
+
+Per request PostgREST opens one transaction (READ ONLY for GET and for STABLE/IMMUTABLE
+functions), runs one `select set_config(...)` with every value local to the transaction —
+search_path, the role's own settings, `role`, `request.jwt.claims` (always carrying
+`role`), `request.method`, `request.path`, `request.headers`, `request.cookies` — then the
+query, and commits or rolls back. Functions are called with named arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from dbtool.personas import Persona
+
+SEARCH_PATH = '"public", "extensions"'  # Supabase: db-schemas public, db-extra-search-path public, extensions
+
+_role_settings: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, list[tuple[str, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a request got back: rows, or the database error PostgREST turns into HTTP."""
+
+    ok: bool
+    rows: list[dict[str, Any]]
+    sqlstate: str | None = None
+    message: str | None = None
+
+    def describe(self) -> str:
+        return f"{len(self.rows)} row(s)" if self.ok else f"{self.sqlstate} {self.message}"
+
+
+def role_settings(conn: psycopg.Connection[Any], role: str) -> list[tuple[str, str]]:
+    """The role's own settings (ALTER ROLE ... SET), which PostgREST applies on each request."""
+    cache = _role_settings.setdefault(conn, {})
+    if role not in cache:
+        rows = conn.execute(
+            """
+            select split_part(s, '=', 1), substr(s, strpos(s, '=') + 1)
+            from pg_catalog.pg_db_role_setting d
+            cross join lateral unnest(d.setconfig) s
+            where d.setrole = (select oid from pg_catalog.pg_roles where rolname = %s)
+              and d.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))
+            order by d.setdatabase
+            """,
+            (role,),
+        ).fetchall()
+        cache[role] = [(k, v) for k, v in rows]
+    return cache[role]
+
+
+def claims_json(persona: Persona) -> str:
+    claims = dict(persona.claims)
+    claims["role"] = persona.role
+    return json.dumps(claims)
+
+
+@contextmanager
+def request(
+    conn: psycopg.Connection[Any],
+    persona: Persona,
+    *,
+    method: str = "GET",
+    path: str = "/",
+    headers: Mapping[str, str] | None = None,
+    read_only: bool | None = None,
+    commit: bool = False,
+) -> Iterator[psycopg.Connection[Any]]:
+    """One PostgREST request: a transaction (a savepoint if one is open) with its settings.
+
+    Rolled back at the end unless `commit` is true; errors propagate.
+    """
+    if read_only is None:
+        read_only = method in ("GET", "HEAD")
+    settings = role_settings(conn, persona.role)
+    hdrs = {"accept": "application/json", "user-agent": "dbtool-postgrest-emulation",
+            "authorization": "Bearer <jwt>", **{k.lower(): v for k, v in (headers or {}).items()}}
+    parts = [sql.SQL("set_config('search_path', {}, true)").format(SEARCH_PATH)]
+    parts += [sql.SQL("set_config({}, {}, true)").format(k, v) for k, v in settings]
+    parts += [
+        sql.SQL("set_config('role', {}, true)").format(persona.role),
+        sql.SQL("set_config('request.jwt.claims', {}, true)").format(claims_json(persona)),
+        sql.SQL("set_config('request.method', {}, true)").format(method),
+        sql.SQL("set_config('request.path', {}, true)").format(path),
+        sql.SQL("set_config('request.headers', {}, true)").format(json.dumps(hdrs)),
+        sql.SQL("set_config('request.cookies', {}, true)").format("{}"),
+    ]
+    with _transaction(conn, commit):
+        if read_only:
+            conn.execute("set local transaction_read_only = on")
+        conn.execute(sql.SQL("select ") + sql.SQL(", ").join(parts))
+        yield conn
+
+
+class _Rollback(Exception):
+    pass
+
+
+@contextmanager
+def _transaction(conn: psycopg.Connection[Any], commit: bool) -> Iterator[None]:
+    try:
+        with conn.transaction():
+            yield
+            if not commit:
+                raise _Rollback
+    except _Rollback:
+        pass
+
+
+def call(
+    conn: psycopg.Connection[Any],
+    persona: Persona,
+    function: str,
+    args: Mapping[str, Any],
+    *,
+    volatile: bool = True,
+    commit: bool = False,
+    types: Mapping[str, str] | None = None,
+) -> Outcome:
+    """POST /rpc/<function> with a JSON body: `select * from public.fn(arg := value, ...)`."""
+    named = [
+        sql.SQL("{} := {}::{}").format(sql.Identifier(k), sql.Placeholder(), sql.SQL((types or {}).get(k, "text")))
+        for k in args
+    ]
+    query = sql.SQL("select * from {}.{}({})").format(
+        sql.Identifier("public"), sql.Identifier(function), sql.SQL(", ").join(named)
+    )
+    return run(conn, persona, query, list(args.values()), method="POST", path=f"/rpc/{function}",
+               read_only=not volatile, commit=commit)
+
+
+def run(
+    conn: psycopg.Connection[Any],
+    persona: Persona,
+    query: str | sql.Composable,
+    params: Sequence[Any] | None = None,
+    *,
+    method: str = "GET",
+    path: str = "/",
+    read_only: bool | None = None,
+    commit: bool = False,
+) -> Outcome:
+    """Run one statement inside a PostgREST-style request and capture rows or the error."""
+    try:
+        with request(conn, persona, method=method, path=path, read_only=read_only, commit=commit) as c:
+            cur = c.cursor(row_factory=psycopg.rows.dict_row)
+            cur.execute(query, params)  # type: ignore[arg-type]
+            rows = cur.fetchall() if cur.description else []
+        return Outcome(True, rows)
+    except psycopg.Error as exc:
+        diag = exc.diag
+        return Outcome(False, [], diag.sqlstate, diag.message_primary)

@@ -1,0 +1,148 @@
+"""pytest fixtures for chat-db (registered as the `chat_db` pytest11 plugin).
+
+Importing this costs nothing: no server starts until a fixture asks for one.
+
+* `chat_db_server` — session: the embedded PostgreSQL from the same launcher as
+  `dbtool local start`, in a temporary directory on a free port.
+* `chat_db_template` — session: a database built once through the code path of
+  `dbtool reset` (stand-in + `alembic upgrade head`).
+* `chat_db` — per test: a fresh clone of the template (CREATE DATABASE ... TEMPLATE).
+* `chat_db_target` — session: the database policy probes run against: `--chat-db-url`
+  (any database with the schema, probes roll back) or else a clone of the template.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from dbtool import build, local
+from dbtool.config import LocalConfig, local_config
+from dbtool.urls import libpq_url, with_database
+
+TEMPLATE_NAME = "chat_db_template"
+
+
+@dataclass(frozen=True)
+class ChatDatabase:
+    """A database with the chat schema: `url` as the owner role, `admin_url` as the
+    superuser (the same URL when probing a database given with --chat-db-url)."""
+
+    name: str
+    url: str
+    admin_url: str
+    external: bool = False
+
+    def connect(self, *, admin: bool = False, autocommit: bool = True) -> psycopg.Connection[Any]:
+        return psycopg.connect(libpq_url(self.admin_url if admin else self.url), autocommit=autocommit)
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    config: LocalConfig
+
+    def database(self, name: str) -> ChatDatabase:
+        return ChatDatabase(
+            name,
+            local.server_url(self.config, local.APP_ROLE, name),
+            local.server_url(self.config, local.ADMIN_ROLE, name),
+        )
+
+
+class _Janitor(DatabaseJanitor):
+    """pytest-postgresql's janitor, creating databases owned by `postgres` as on Supabase."""
+
+    def _build_create_database_sql(self) -> sql.Composed:
+        return super()._build_create_database_sql() + sql.SQL(" OWNER {}").format(sql.Identifier(local.APP_ROLE))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _janitor(server: EmbeddedServer, name: str, template: str | None = None, as_template: bool = False) -> _Janitor:
+    cfg = server.config
+    return _Janitor(
+        user=local.ADMIN_ROLE,
+        password=local.read_password(cfg),
+        host="127.0.0.1",
+        port=cfg.port,
+        dbname=name,
+        template_dbname=template,
+        as_template=as_template,
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chat-db")
+    group.addoption(
+        "--chat-db-url",
+        default=os.environ.get("CHAT_DB_URL"),
+        help="probe this database (it must have the chat schema; every probe is rolled back) "
+        "instead of a clone on an embedded server. Default: $CHAT_DB_URL.",
+    )
+
+
+@pytest.fixture(scope="session")
+def chat_db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """An embedded PostgreSQL for this test session (stopped at the end)."""
+    cfg = local_config(home=tmp_path_factory.mktemp("chat-db-server"), port=_free_port(), database="postgres")
+    local.start(cfg)
+    try:
+        yield EmbeddedServer(cfg)
+    finally:
+        local.stop(cfg)
+
+
+@pytest.fixture(scope="session")
+def chat_db_template(chat_db_server: EmbeddedServer) -> ChatDatabase:
+    """The migrated template, built once per session like `dbtool reset` builds a database."""
+    janitor = _janitor(chat_db_server, TEMPLATE_NAME)
+    janitor.init()
+    db = chat_db_server.database(TEMPLATE_NAME)
+    build.prepare(db.admin_url, db.url)
+    with psycopg.connect(libpq_url(with_database(db.admin_url, "postgres")), autocommit=True) as conn:
+        build.terminate_connections(conn, TEMPLATE_NAME)
+        conn.execute(sql.SQL("alter database {} is_template true").format(sql.Identifier(TEMPLATE_NAME)))
+    return db
+
+
+@pytest.fixture
+def chat_db(
+    chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase, request: pytest.FixtureRequest
+) -> Iterator[ChatDatabase]:
+    """A fresh clone of the template for one test, dropped afterwards."""
+    name = f"chat_db_t{abs(hash(request.node.nodeid)) % 10**10}"
+    janitor = _janitor(chat_db_server, name, template=chat_db_template.name)
+    janitor.init()
+    try:
+        yield chat_db_server.database(name)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def chat_db_target(request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
+    """Where policy probes run: --chat-db-url, or a session clone of the template."""
+    url = request.config.getoption("--chat-db-url")
+    if url:
+        yield ChatDatabase("external", url, url, external=True)
+        return
+    server: EmbeddedServer = request.getfixturevalue("chat_db_server")
+    template: ChatDatabase = request.getfixturevalue("chat_db_template")
+    janitor = _janitor(server, "chat_db_probes", template=template.name)
+    janitor.init()
+    try:
+        yield server.database("chat_db_probes")
+    finally:
+        janitor.drop()
