@@ -157,6 +157,9 @@ def _data_version(cfg: LocalConfig) -> str | None:
 
 def _check_port(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As PostgreSQL binds: connections of a just-stopped server linger in TIME_WAIT,
+        # which must not count as "in use"; only a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
