@@ -36,9 +36,12 @@ class Outcome:
     rows: list[dict[str, Any]]
     sqlstate: str | None = None
     message: str | None = None
+    rowcount: int = 0
 
     def describe(self) -> str:
-        return f"{len(self.rows)} row(s)" if self.ok else f"{self.sqlstate} {self.message}"
+        if not self.ok:
+            return f"{self.sqlstate} {self.message}"
+        return f"{len(self.rows)} row(s)" if self.rows else f"{self.rowcount} row(s) affected"
 
 
 def role_settings(conn: psycopg.Connection[Any], role: str) -> list[tuple[str, str]]:
@@ -79,8 +82,11 @@ def request(
 ) -> Iterator[psycopg.Connection[Any]]:
     """One PostgREST request: a transaction (a savepoint if one is open) with its settings.
 
-    Rolled back at the end unless `commit` is true; errors propagate.
+    Rolled back at the end unless `commit` is true (only at top level: a released savepoint
+    would leak the request's role and claims into the enclosing transaction); errors propagate.
     """
+    if commit and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise ValueError("commit=True needs a connection outside any transaction")
     if read_only is None:
         read_only = method in ("GET", "HEAD")
     settings = role_settings(conn, persona.role)
@@ -103,19 +109,12 @@ def request(
         yield conn
 
 
-class _Rollback(Exception):
-    pass
-
-
 @contextmanager
 def _transaction(conn: psycopg.Connection[Any], commit: bool) -> Iterator[None]:
-    try:
-        with conn.transaction():
-            yield
-            if not commit:
-                raise _Rollback
-    except _Rollback:
-        pass
+    with conn.transaction():
+        yield
+        if not commit:
+            raise psycopg.Rollback
 
 
 def call(
@@ -157,7 +156,25 @@ def run(
             cur = c.cursor(row_factory=psycopg.rows.dict_row)
             cur.execute(query, params)  # type: ignore[arg-type]
             rows = cur.fetchall() if cur.description else []
-        return Outcome(True, rows)
+            rowcount = max(cur.rowcount, 0)
+        return Outcome(True, rows, rowcount=rowcount)
     except psycopg.Error as exc:
         diag = exc.diag
         return Outcome(False, [], diag.sqlstate, diag.message_primary)
+
+
+def read_query(table: str, order_by: str, *, count: bool) -> str:
+    """The statement PostgREST sends for `GET /<table>?limit=..&offset=..&order=<col>.desc`
+    (with `Prefer: count=exact` when `count`); $1 is the limit and $2 the offset."""
+    qualified = f'"public"."{table}"'
+    count_cte = f", pgrst_source_count AS (SELECT 1 FROM {qualified})" if count else ""
+    total = "(SELECT pg_catalog.count(*) FROM pgrst_source_count)" if count else "null::bigint"
+    return (
+        f"WITH pgrst_source AS (SELECT {qualified}.* FROM {qualified} "
+        f'ORDER BY {qualified}."{order_by}" DESC LIMIT $1 OFFSET $2){count_cte} '
+        f"SELECT {total} AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, "
+        "coalesce(json_agg(_postgrest_t), '[]') AS body, "
+        "nullif(current_setting('response.headers', true), '') AS response_headers, "
+        "nullif(current_setting('response.status', true), '') AS response_status, "
+        "'' AS response_inserted FROM (SELECT * FROM pgrst_source) _postgrest_t"
+    )

@@ -9,6 +9,8 @@ Importing this costs nothing: no server starts until a fixture asks for one.
 * `chat_db` — per test: a fresh clone of the template (CREATE DATABASE ... TEMPLATE).
 * `chat_db_target` — session: the database policy probes run against: `--chat-db-url`
   (any database with the schema, probes roll back) or else a clone of the template.
+* `chat_world` — per test: users, identities, two threads and messages (see
+  dbtool.world), created in a transaction on `chat_db_target` that is rolled back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +27,7 @@ import pytest
 from psycopg import sql
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from dbtool import build, local
+from dbtool import build, local, world
 from dbtool.config import LocalConfig, local_config
 from dbtool.urls import libpq_url, with_database
 
@@ -117,18 +120,24 @@ def chat_db_template(chat_db_server: EmbeddedServer) -> ChatDatabase:
     return db
 
 
+@contextmanager
+def clone(server: EmbeddedServer, template: ChatDatabase, name: str) -> Iterator[ChatDatabase]:
+    """A clone of the template for as long as the block runs (for module-scoped fixtures)."""
+    janitor = _janitor(server, name, template=template.name)
+    janitor.init()
+    try:
+        yield server.database(name)
+    finally:
+        janitor.drop()
+
+
 @pytest.fixture
 def chat_db(
     chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase, request: pytest.FixtureRequest
 ) -> Iterator[ChatDatabase]:
     """A fresh clone of the template for one test, dropped afterwards."""
-    name = f"chat_db_t{abs(hash(request.node.nodeid)) % 10**10}"
-    janitor = _janitor(chat_db_server, name, template=chat_db_template.name)
-    janitor.init()
-    try:
-        yield chat_db_server.database(name)
-    finally:
-        janitor.drop()
+    with clone(chat_db_server, chat_db_template, f"chat_db_t{abs(hash(request.node.nodeid)) % 10**10}") as db:
+        yield db
 
 
 @pytest.fixture(scope="session")
@@ -140,9 +149,21 @@ def chat_db_target(request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
         return
     server: EmbeddedServer = request.getfixturevalue("chat_db_server")
     template: ChatDatabase = request.getfixturevalue("chat_db_template")
-    janitor = _janitor(server, "chat_db_probes", template=template.name)
-    janitor.init()
-    try:
-        yield server.database("chat_db_probes")
-    finally:
-        janitor.drop()
+    with clone(server, template, "chat_db_probes") as db:
+        yield db
+
+
+@dataclass(frozen=True)
+class WorldSession:
+    """An open transaction holding a fresh world; probes run in savepoints inside it."""
+
+    conn: psycopg.Connection[Any]
+    world: world.World
+
+
+@pytest.fixture
+def chat_world(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
+    """A fresh world in a transaction that is always rolled back (safe on staging)."""
+    with chat_db_target.connect(admin=True) as conn, conn.transaction():
+        yield WorldSession(conn, world.create(conn))
+        raise psycopg.Rollback

@@ -46,15 +46,9 @@ def _now() -> datetime:
 
 @contextmanager
 def _rolled_back(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    class Rollback(Exception):
-        pass
-
-    try:
-        with conn.transaction():
-            yield
-            raise Rollback
-    except Rollback:
-        pass
+    with conn.transaction():
+        yield
+        raise psycopg.Rollback
 
 
 def _set_user(conn: psycopg.Connection[Any], persona: Persona, topic: str) -> None:

@@ -2,6 +2,8 @@
 
 create schema if not exists auth authorization supabase_admin;
 grant usage on schema auth to anon, authenticated, service_role, postgres;
+-- The Auth server's role owns its tables; foreign-key checks against auth.users run as it.
+grant all on schema auth to supabase_auth_admin;
 
 -- A subset of GoTrue's users table: the columns a chat backend reads, same types.
 create table if not exists auth.users (

@@ -2,6 +2,7 @@
 
 create schema if not exists realtime authorization supabase_admin;
 grant usage on schema realtime to postgres, anon, authenticated, service_role;
+grant all on schema realtime to supabase_realtime_admin with grant option;
 
 -- Broadcast and presence messages, partitioned by UTC day of inserted_at. The Realtime
 -- server reads new rows from the WAL and authorises private channels with RLS on this table.

@@ -1,0 +1,122 @@
+"""A small chat world for probes: users, identities, two threads and some messages.
+
+Created inside the caller's transaction by a role that bypasses RLS (postgres on Supabase,
+supabase_admin locally) and rolled back by the caller, so probing a staging database
+leaves nothing behind. Ids are random, so they cannot collide with real data.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from dbtool import personas
+from dbtool.personas import Persona
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    uid: str
+    mongo_id: str
+    email: str
+
+    @property
+    def persona(self) -> Persona:
+        return personas.user(self.name, self.uid, self.email)
+
+
+def thread_id(a: str, b: str) -> str:
+    """The contract's thread id: lower(min) || '_' || lower(max)."""
+    low, high = sorted((a.lower(), b.lower()))
+    return f"{low}_{high}"
+
+
+@dataclass(frozen=True)
+class World:
+    """alice and bob share thread ab; carol and dave share cd; erin has an identity but no
+    thread; `unregistered_mongo_id` has no identity; `missing_thread` does not exist."""
+
+    alice: Member
+    bob: Member
+    carol: Member
+    dave: Member
+    erin: Member
+    frank_uid: str  # a signed-up user without a chat identity
+    unregistered_mongo_id: str
+    messages: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def thread_ab(self) -> str:
+        return thread_id(self.alice.mongo_id, self.bob.mongo_id)
+
+    @property
+    def thread_cd(self) -> str:
+        return thread_id(self.carol.mongo_id, self.dave.mongo_id)
+
+    @property
+    def missing_thread(self) -> str:
+        return thread_id(self.alice.mongo_id, self.unregistered_mongo_id)
+
+    @property
+    def members(self) -> list[Member]:
+        return [self.alice, self.bob, self.carol, self.dave, self.erin]
+
+
+def _member(name: str) -> Member:
+    uid = str(uuid.uuid4())
+    return Member(name, uid, secrets.token_hex(12), f"{name}.{uid[:8]}@probe.chat-db.invalid")
+
+
+def insert_thread(conn: psycopg.Connection[Any], x: Member, y: Member) -> str:
+    a, b = sorted((x, y), key=lambda m: m.mongo_id)
+    tid = thread_id(a.mongo_id, b.mongo_id)
+    conn.execute(
+        "insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "
+        "user_b_supabase_id) values (%s, %s, %s, %s, %s)",
+        (tid, a.mongo_id, a.uid, b.mongo_id, b.uid),
+    )
+    return tid
+
+
+def insert_message(conn: psycopg.Connection[Any], tid: str, sender: Member, recipient: Member, body: str) -> int:
+    row = conn.execute(
+        "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body) "
+        "values (%s, %s, %s, %s, %s) returning id",
+        (tid, sender.mongo_id, recipient.mongo_id, sender.uid, body),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def create(conn: psycopg.Connection[Any]) -> World:
+    """Insert a fresh world in the current transaction (caller must bypass RLS)."""
+    alice, bob, carol, dave, erin = (_member(n) for n in ("alice", "bob", "carol", "dave", "erin"))
+    frank_uid = str(uuid.uuid4())
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into auth.users (id, email, aud, role, created_at, updated_at) "
+            "values (%s, %s, 'authenticated', 'authenticated', now(), now())",
+            [(m.uid, m.email) for m in (alice, bob, carol, dave, erin)] + [(frank_uid, f"frank.{frank_uid[:8]}@probe.invalid")],
+        )
+        cur.executemany(
+            "insert into public.chat_identities (supabase_user_id, mongo_id) values (%s, %s)",
+            [(m.uid, m.mongo_id) for m in (alice, bob, carol, dave, erin)],
+        )
+    world = World(alice, bob, carol, dave, erin, frank_uid, secrets.token_hex(12))
+    insert_thread(conn, alice, bob)
+    insert_thread(conn, carol, dave)
+    world.messages["ab"] = [
+        insert_message(conn, world.thread_ab, alice, bob, "hi bob"),
+        insert_message(conn, world.thread_ab, bob, alice, "hi alice"),
+        insert_message(conn, world.thread_ab, alice, bob, "how are you?"),
+    ]
+    world.messages["cd"] = [
+        insert_message(conn, world.thread_cd, carol, dave, "hello dave"),
+        insert_message(conn, world.thread_cd, dave, carol, "hello carol"),
+    ]
+    return world

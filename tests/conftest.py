@@ -1,0 +1,35 @@
+"""Fixtures shared by the test modules (the chat_db_* fixtures come from dbtool's plugin)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbtool import world as worlds
+from dbtool.pytest_plugin import ChatDatabase
+
+
+@dataclass(frozen=True)
+class WorldDb:
+    """A fresh clone holding a committed world, and an admin connection to it."""
+
+    db: ChatDatabase
+    world: worlds.World
+    admin: psycopg.Connection[Any]
+
+    def counts(self) -> dict[str, int]:
+        """Rows in every table a chat call could write to."""
+        tables = ("public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
+        return {t: self.admin.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}  # type: ignore[index]
+
+
+@pytest.fixture
+def world_db(chat_db: ChatDatabase) -> Iterator[WorldDb]:
+    with chat_db.connect(admin=True) as admin:
+        with admin.transaction():
+            world = worlds.create(admin)
+        yield WorldDb(chat_db, world, admin)

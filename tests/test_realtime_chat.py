@@ -1,0 +1,130 @@
+"""The broadcast trigger and the chat policies on realtime.messages, beyond the matrix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbtool import personas, postgrest, realtime
+from tests.conftest import WorldDb
+
+
+def send(wdb: WorldDb, body: str = "hi") -> tuple[dict[str, Any], list[str]]:
+    w = wdb.world
+    warnings: list[str] = []
+    with wdb.db.connect() as conn:
+        conn.add_notice_handler(lambda d: warnings.append(d.message_primary or ""))
+        got = postgrest.call(conn, w.alice.persona, "insert_chat_message",
+                             {"_thread_id": w.thread_ab, "_sender_mongo_id": w.alice.mongo_id,
+                              "_recipient_mongo_id": w.bob.mongo_id, "_body": body}, commit=True)
+    assert got.ok, got.describe()
+    return got.rows[0], warnings
+
+
+def test_each_message_is_broadcast_to_its_private_topic(world_db: WorldDb) -> None:
+    row, warnings = send(world_db, "payload check")
+    broadcast = world_db.admin.execute(
+        "select topic, event, extension, private, payload from realtime.messages "
+        "where payload -> 'record' ->> 'id' = %s", (str(row["id"]),)
+    ).fetchall()
+    assert warnings == []
+    assert len(broadcast) == 1
+    topic, event, extension, private, payload = broadcast[0]
+    assert (topic, event, extension, private) == (f"chat:{world_db.world.thread_ab}", "INSERT", "broadcast", True)
+    assert (payload["operation"], payload["table"], payload["schema"], payload["old_record"]) == (
+        "INSERT", "chat_messages", "public", None)
+    record = payload["record"]
+    assert record["id"] == row["id"] and record["body"] == "payload check"
+    assert record["sender_supabase_id"] == world_db.world.alice.uid
+    assert set(record) == {"id", "thread_id", "sender_mongo_id", "recipient_mongo_id", "sender_supabase_id", "body",
+                           "created_at", "client_id"}
+
+
+def test_broadcast_happens_although_the_sender_may_not_write_broadcasts(world_db: WorldDb) -> None:
+    # Participants may not write broadcast on chat topics themselves (checked here), yet
+    # their messages are broadcast: the trigger runs with the owner's rights.
+    w = world_db.world
+    with world_db.db.connect() as conn:
+        assert realtime.write_check(conn, w.alice.persona, f"chat:{w.thread_ab}").allowed == {
+            "broadcast": False, "presence": True}
+    row, _ = send(world_db)
+    assert world_db.admin.execute(
+        "select count(*) from realtime.messages where payload -> 'record' ->> 'id' = %s", (str(row["id"]),)
+    ).fetchone() == (1,)
+
+
+def test_a_missing_partition_loses_no_message(world_db: WorldDb) -> None:
+    today = datetime.now(UTC).strftime("%Y_%m_%d")
+    world_db.admin.execute(f"drop table realtime.messages_{today}")
+    row, warnings = send(world_db, "kept without broadcast")
+    assert world_db.admin.execute("select body from public.chat_messages where id = %s", (row["id"],)).fetchone() == (
+        "kept without broadcast",)
+    assert len(warnings) == 1 and "no partition of relation" in warnings[0]
+
+
+def test_a_broken_realtime_function_loses_no_message(world_db: WorldDb) -> None:
+    # Should Supabase change broadcast_changes, messages must still be saved.
+    world_db.admin.execute(
+        "alter function realtime.broadcast_changes(text, text, text, text, text, record, record, text) "
+        "rename to broadcast_changes_moved")
+    row, warnings = send(world_db, "kept anyway")
+    assert world_db.admin.execute("select count(*) from public.chat_messages where id = %s", (row["id"],)).fetchone() == (1,)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"chat message {row['id']} saved but not broadcast to chat:{world_db.world.thread_ab}")
+
+
+def test_guards_hold_against_another_features_wide_policies(world_db: WorldDb) -> None:
+    """Other features may open realtime.messages widely; chat topics stay closed to
+    non-participants and to client broadcasts, and the other topics get what those
+    policies give (we do not narrow them)."""
+    w = world_db.world
+    for name, command in (("other_read", "select"), ("other_write", "insert")):
+        clause = "using (true)" if command == "select" else "with check (true)"
+        world_db.admin.execute(f"create policy {name} on realtime.messages for {command} to anon, authenticated {clause}")
+    ab = f"chat:{w.thread_ab}"
+    with world_db.db.connect(admin=True) as conn:
+        outsider_read = realtime.read_check(conn, w.carol.persona, ab).allowed
+        outsider_write = realtime.write_check(conn, w.carol.persona, ab).allowed
+        anon_read = realtime.read_check(conn, personas.anon(), ab).allowed
+        participant_write = realtime.write_check(conn, w.alice.persona, ab).allowed
+        participant_read = realtime.read_check(conn, w.alice.persona, ab).allowed
+        lobby = realtime.write_check(conn, w.carol.persona, "room:lobby").allowed
+        lobby_anon = realtime.read_check(conn, personas.anon(), "room:lobby").allowed
+    assert outsider_read == {"broadcast": False, "presence": False}
+    assert outsider_write == {"broadcast": False, "presence": False}
+    assert anon_read == {"broadcast": False, "presence": False}
+    assert participant_write == {"broadcast": False, "presence": True}
+    assert participant_read == {"broadcast": True, "presence": True}
+    assert lobby == {"broadcast": True, "presence": True}
+    assert lobby_anon == {"broadcast": True, "presence": True}
+
+
+def test_reading_realtime_messages_outside_a_channel_check_shows_nothing(world_db: WorldDb) -> None:
+    # Without realtime.topic set (no channel being authorised) participants see no rows.
+    send(world_db)
+    with world_db.db.connect() as conn:
+        got = postgrest.run(conn, world_db.world.alice.persona, "select id from realtime.messages")
+    assert got.ok and got.rows == []
+
+
+@pytest.mark.parametrize("persona_name", ["alice", "carol"])
+def test_join_check_evaluates_membership_once_per_statement(world_db: WorldDb, persona_name: str) -> None:
+    """The Realtime read check's select: the membership test is an InitPlan, never a SubPlan."""
+    w = world_db.world
+    member = getattr(w, persona_name)
+    topic = f"chat:{w.thread_ab}"
+    with world_db.db.connect(admin=True) as conn, conn.transaction():
+        conn.execute("select set_config('role', 'authenticated', true), set_config('realtime.topic', %s, true), "
+                     "set_config('request.jwt.claims', %s, true)",
+                     (topic, f'{{"sub": "{member.uid}", "role": "authenticated"}}'))
+        plan = conn.execute(
+            "explain (format json) select id from realtime.messages where id = any(%s)",
+            ([world_db.world.alice.uid],),
+        ).fetchone()[0]  # type: ignore[index]
+        raise psycopg.Rollback
+    text = str(plan)
+    assert "SubPlan" not in text
+    assert "InitPlan" in text

@@ -1,0 +1,188 @@
+"""Plan shapes (deterministic, not timings) under custom and generic plans.
+
+PostgREST uses prepared statements, and PL/pgSQL caches plans, so after a few executions
+plans are generic: policies must stay index-friendly then too. The properties checked:
+auth.uid() and the membership lookup run once per statement (InitPlan), never per row
+(SubPlan), and the history page walks the (thread_id, created_at, id) index without a sort.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbtool import postgrest
+from dbtool import world as worlds
+from dbtool.personas import Persona
+from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+
+HISTORY_INDEX = "chat_messages_thread_id_created_at_id_idx"
+EXPRESSION_KEYS = ("Filter", "Index Cond", "Recheck Cond", "Join Filter", "One-Time Filter", "Hash Cond")
+
+
+@pytest.fixture(scope="module")
+def loaded(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase) -> Iterator[tuple[ChatDatabase, worlds.World]]:
+    """~1,200 threads and 30,000 messages; alice takes part in 11 threads."""
+    with clone(chat_db_server, chat_db_template, "chat_db_plans") as db, db.connect(admin=True) as conn:
+        with conn.transaction():
+            world = worlds.create(conn)
+            conn.execute("set local session_replication_role = replica")  # bulk data: no broadcasts
+            conn.execute(
+                """
+                insert into auth.users (id, email)
+                select gen_random_uuid(), 'plan' || g || '@example.invalid' from generate_series(1, 400) g;
+                insert into public.chat_identities (supabase_user_id, mongo_id)
+                select id, lpad(to_hex(row_number() over (order by email)), 24, '0')
+                from auth.users where email like 'plan%';
+                with u as (select supabase_user_id as uid, mongo_id as m, row_number() over (order by mongo_id) as n
+                           from public.chat_identities where mongo_id like '0000%')
+                insert into public.chat_threads
+                select x.m || '_' || y.m, x.m, x.uid, y.m, y.uid
+                from u x join u y on y.n between x.n + 1 and x.n + 3;
+                """
+            )
+            for partner in conn.execute(
+                "select supabase_user_id, mongo_id from public.chat_identities where mongo_id like '0000%' limit 10"
+            ).fetchall():
+                conn.execute(
+                    "insert into public.chat_threads values (%s, %s, %s, %s, %s)",
+                    (f"{partner[1]}_{world.alice.mongo_id}" if partner[1] < world.alice.mongo_id
+                     else f"{world.alice.mongo_id}_{partner[1]}",
+                     *sorted([(partner[1], partner[0]), (world.alice.mongo_id, world.alice.uid)])[0],
+                     *sorted([(partner[1], partner[0]), (world.alice.mongo_id, world.alice.uid)])[1]),
+                )
+            conn.execute(
+                """
+                insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id,
+                                                  body, created_at)
+                select t.thread_id, t.user_a_mongo_id, t.user_b_mongo_id, t.user_a_supabase_id, 'message ' || g,
+                       now() - make_interval(mins => g)
+                from public.chat_threads t, generate_series(1, 25) g
+                """
+            )
+        conn.execute("analyze public.chat_threads, public.chat_messages, public.chat_identities")
+        conn.execute("vacuum public.chat_messages")
+        yield db, world
+
+
+def walk(node: dict[str, Any], in_initplan: bool = False) -> Iterator[tuple[dict[str, Any], bool]]:
+    here = in_initplan or node.get("Parent Relationship") == "InitPlan"
+    yield node, here
+    for child in node.get("Plans", []):
+        yield from walk(child, here)
+
+
+def assert_once_per_statement(plan: dict[str, Any]) -> None:
+    """No SubPlan anywhere; auth.uid() only inside InitPlans."""
+    assert "SubPlan" not in json.dumps(plan), "a subquery runs per row"
+    for node, in_initplan in walk(plan["Plan"]):
+        for key in EXPRESSION_KEYS:
+            if "uid()" in str(node.get(key, "")):
+                assert in_initplan, f"auth.uid() evaluated per row in {node['Node Type']}: {node[key]}"
+
+
+def node_types(plan: dict[str, Any]) -> list[str]:
+    return [n["Node Type"] for n, _ in walk(plan["Plan"])]
+
+
+def uses_index(plan: dict[str, Any], index: str) -> bool:
+    return any(n.get("Index Name") == index for n, _ in walk(plan["Plan"]))
+
+
+def explain(db: ChatDatabase, who: Persona, query: str, params: list[Any], types: list[str], generic: bool) -> dict[str, Any]:
+    """EXPLAIN a statement inside a PostgREST-style request; generic: as a prepared statement
+    whose plan the server no longer specialises (what PostgREST ends up with)."""
+    with db.connect() as conn, postgrest.request(conn, who):
+        if generic:
+            conn.execute("set local plan_cache_mode = force_generic_plan")
+        signature = f"({', '.join(types)})" if types else ""
+        conn.execute(f"prepare q{signature} as {query}")
+        literals = ", ".join(psycopg.sql.Literal(p).as_string(conn) for p in params)
+        arguments = f"({literals})" if params else ""
+        plan = conn.execute(f"explain (format json) execute q{arguments}").fetchone()[0][0]  # type: ignore[index]
+        conn.execute("deallocate q")
+    return plan  # type: ignore[no-any-return]
+
+
+def rpc_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
+    """Plans of the statements chat_history runs inside (auto_explain, nested statements)."""
+    notices: list[str] = []
+    with db.connect(admin=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("load 'auto_explain'")
+        for name, value in (("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice"),
+                            ("log_format", "json")):
+            conn.execute(f"set auto_explain.{name} = {value}")
+        for _ in range(7):  # past PL/pgSQL's five custom plans
+            with postgrest.request(conn, who, method="POST", read_only=True):
+                if generic:
+                    conn.execute("set local plan_cache_mode = force_generic_plan")
+                notices.clear()
+                conn.execute("select * from public.chat_history(_thread_id := %s, _before_created_at := %s, "
+                             "_before_id := %s, _limit := 50)", (args["_thread_id"], args.get("_before_created_at"),
+                                                                  args.get("_before_id")))
+    return [json.loads(n.split("plan:", 1)[1]) for n in notices if "plan:" in n]
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("paged", [False, True], ids=["first page", "next page"])
+def test_history_rpc_walks_the_index_without_sorting(loaded: tuple[ChatDatabase, worlds.World], generic: bool,
+                                                     paged: bool) -> None:
+    db, world = loaded
+    args: dict[str, Any] = {"_thread_id": world.thread_ab}
+    if paged:
+        with db.connect(admin=True) as conn:
+            row = conn.execute("select created_at, id from public.chat_messages where thread_id = %s "
+                               "order by created_at desc, id desc limit 1", (world.thread_ab,)).fetchone()
+        assert row is not None
+        args |= {"_before_created_at": row[0], "_before_id": row[1]}
+    plans = rpc_plans(db, world.alice.persona, args, generic)
+    page = [p for p in plans if "chat_messages" in json.dumps(p) and p["Plan"]["Node Type"] == "Limit"]
+    assert page, f"no plan of the page query among {len(plans)} nested plans"
+    for plan in page:
+        assert_once_per_statement(plan)
+        assert uses_index(plan, HISTORY_INDEX)
+        assert "Sort" not in node_types(plan)
+    for plan in plans:
+        assert_once_per_statement(plan)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_member_unfiltered_read_uses_the_index_once_per_statement(loaded: tuple[ChatDatabase, worlds.World],
+                                                                  generic: bool) -> None:
+    """GET /chat_messages?limit=50&order=created_at.desc with Prefer: count=exact."""
+    db, world = loaded
+    plan = explain(db, world.alice.persona, postgrest.read_query("chat_messages", "created_at", count=True),
+                   [50, 0], ["bigint", "bigint"], generic)
+    assert_once_per_statement(plan)
+    assert uses_index(plan, HISTORY_INDEX)
+    assert "Seq Scan" not in node_types(plan)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_member_count_uses_the_index_once_per_statement(loaded: tuple[ChatDatabase, worlds.World], generic: bool) -> None:
+    db, world = loaded
+    plan = explain(db, world.alice.persona, "select count(*) from public.chat_messages", [], [], generic)
+    assert_once_per_statement(plan)
+    assert uses_index(plan, HISTORY_INDEX)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_member_threads_use_the_participant_indexes(loaded: tuple[ChatDatabase, worlds.World], generic: bool) -> None:
+    db, world = loaded
+    plan = explain(db, world.alice.persona, "select * from public.chat_threads", [], [], generic)
+    assert_once_per_statement(plan)
+    assert "Seq Scan" not in node_types(plan)
+
+
+def test_member_reads_return_only_their_rows(loaded: tuple[ChatDatabase, worlds.World]) -> None:
+    db, world = loaded
+    with db.connect() as conn:
+        got = postgrest.run(conn, world.alice.persona, "select count(*) as n from public.chat_messages")
+        threads = postgrest.run(conn, world.alice.persona, "select count(*) as n from public.chat_threads")
+    assert threads.rows == [{"n": 11}]
+    assert got.rows == [{"n": 3 + 11 * 25}]  # the world's 3, then 25 generated in each of 11 threads
