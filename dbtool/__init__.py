@@ -2,9 +2,4 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("chat-db")
-except PackageNotFoundError:  # running from a checkout that is not installed
-    __version__ = "0.0.0+checkout"
+__version__ = "0.1.0"

@@ -31,8 +31,10 @@ class Built:
     migrated: migrate.MigrateResult
 
 
-def _maintenance(admin_url: str) -> psycopg.Connection:
-    return psycopg.connect(libpq_url(with_database(admin_url, MAINTENANCE_DB)), autocommit=True)
+def _maintenance(admin_url: str, avoid: str | None = None) -> psycopg.Connection:
+    """A connection to a database other than the one being created or dropped."""
+    other = "template1" if avoid == MAINTENANCE_DB else MAINTENANCE_DB
+    return psycopg.connect(libpq_url(with_database(admin_url, other)), autocommit=True)
 
 
 def terminate_connections(conn: psycopg.Connection, dbname: str) -> None:
@@ -43,7 +45,7 @@ def terminate_connections(conn: psycopg.Connection, dbname: str) -> None:
 
 
 def drop_database(admin_url: str, dbname: str) -> None:
-    with _maintenance(admin_url) as conn:
+    with _maintenance(admin_url, dbname) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
 
 
@@ -52,7 +54,7 @@ def create_database(admin_url: str, dbname: str, owner: str = APP_ROLE, template
     query = sql.SQL("create database {} owner {}").format(sql.Identifier(dbname), sql.Identifier(owner))
     if template:
         query += sql.SQL(" template {}").format(sql.Identifier(template))
-    with _maintenance(admin_url) as conn:
+    with _maintenance(admin_url, dbname) as conn:
         if template:
             terminate_connections(conn, template)
         conn.execute(query)

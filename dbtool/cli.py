@@ -11,8 +11,10 @@ from typing import Any
 import click
 import psycopg
 
-from dbtool import __version__, build, local, migrate, standin
+from dbtool import __version__, local, migrate, seed, standin
+from dbtool import reset as reset_lib
 from dbtool import target as targets
+from dbtool import verify as verify_lib
 from dbtool.config import local_config
 from dbtool.errors import DbtoolError
 from dbtool.render import table, to_json
@@ -289,7 +291,7 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
          _migrated_text(result))
 
 
-@cli.command("downgrade")
+@cli.command("downgrade", context_settings={"ignore_unknown_options": True})  # so that `-1` is a revision
 @click.argument("revision")
 @click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it.")
 @database_option
@@ -314,14 +316,130 @@ def downgrade_cmd(revision: str, offline: bool, database_url: str | None, lock_t
          _migrated_text(result))
 
 
+# --- developers: reset and seed ----------------------------------------------------------------
+
+
+def _demo_text(demo: seed.DemoData | None) -> str:
+    if demo is None:
+        return "no seed data (--no-seed)"
+    rows = [(p.name, p.uid, p.mongo_id, p.email) for p in demo.personas]
+    return "\n".join([
+        table(["persona", "supabase user id", "mongo id", "email"], rows),
+        f"thread alice+bob: {demo.thread_id} ({demo.messages} messages); {demo.outsider} is an outsider",
+    ])
+
+
+def _reset_text(result: reset_lib.ResetResult) -> str:
+    how = ("kept the database and wiped its data" if result.mode == "fast"
+           else "rebuilt the database (stand-in, migrations)")
+    return f"reset in {result.seconds * 1000:.0f} ms: {how}; {result.reason}; at revision {result.revision}"
+
+
+@cli.command("reset")
+@click.option("--full", is_flag=True, help="Rebuild from scratch even if nothing changed.")
+@click.option("--force", is_flag=True, help="Allow a database that is not on this machine.")
+@click.option("--no-seed", is_flag=True, help="Leave the database empty (no demo personas).")
+@database_option
+@json_option
+def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, as_json: bool) -> None:
+    """Bring the database to a clean, migrated state with the demo personas.
+
+    When the stand-in and migrations are unchanged since the last reset the database is
+    kept and only its data wiped (milliseconds); otherwise it is dropped and rebuilt.
+    Refuses databases that are not on this machine unless --force.
+
+    \b
+    Example:
+      dbtool reset            # the local server's database
+      dbtool reset --full --database-url postgresql://postgres:pw@localhost:5432/chat_ci
+    """
+    tgt = targets.resolve(database_url, local_config())
+    result = reset_lib.reset(tgt, full=full, force=force, with_seed=not no_seed, progress=progress)
+    data = {**{k: v for k, v in result.__dict__.items() if k != "seeded"},
+            "seeded": result.seeded.as_dict() if result.seeded else None}
+    emit(as_json, data, lambda: _reset_text(result) + "\n\n" + _demo_text(result.seeded))
+
+
+@cli.command("seed")
+@click.option("--profile", type=click.Choice(["demo", "load"]), default="demo", show_default=True,
+              help="demo: alice, bob (a thread) and carol (an outsider); load: bulk data via COPY.")
+@click.option("--users", type=click.IntRange(min=2), default=5_000, show_default=True, help="load: users.")
+@click.option("--threads", type=click.IntRange(min=1), default=10_000, show_default=True, help="load: threads.")
+@click.option("--messages", type=click.IntRange(min=0), default=1_000_000, show_default=True, help="load: messages.")
+@click.option("--seed", "seed_value", type=int, default=1, show_default=True, help="load: random seed (same seed, same data).")
+@click.option("--force", is_flag=True, help="Allow a database that is not on this machine.")
+@database_option
+@json_option
+def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: int, force: bool,
+             database_url: str | None, as_json: bool) -> None:
+    """Add seed data: the demo personas, or a deterministic load profile.
+
+    \b
+    Example:
+      dbtool seed --profile demo
+      dbtool seed --profile load --threads 10000 --messages 1000000 --seed 7
+    """
+    tgt = targets.resolve(database_url, local_config())
+    tgt.require_local(force, "seed")
+    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
+        if profile == "demo":
+            with conn.transaction():
+                demo = seed.demo(conn)
+            emit(as_json, demo.as_dict(), lambda: _demo_text(demo))
+            return
+        with click.progressbar(length=messages, label="messages", file=sys.stderr, show_pos=True,
+                               show_percent=True) as bar:
+            last = [0]
+
+            def advance(done: int, total: int) -> None:
+                bar.update(done - last[0])
+                last[0] = done
+
+            result = seed.load(conn, users=users, threads=threads, messages=messages, seed=seed_value,
+                               progress=advance)
+    emit(as_json, result.as_dict(), lambda: (
+        f"loaded {result.users:,} users, {result.threads:,} threads, {result.messages:,} messages in "
+        f"{result.seconds:.1f}s ({result.rate:,.0f} messages/s; COPY {result.copy_seconds:.1f}s, indexes and "
+        f"constraints {result.index_seconds:.1f}s). The broadcast trigger was off during the load: "
+        "load data is history, not live traffic."))
+
+
+# --- DBAs and CI: verify ---------------------------------------------------------------------
+
+
+@cli.command("verify")
+@database_option
+@click.option("--junit-xml", metavar="PATH", help="Also write a JUnit XML report (for CI).")
+@json_option
+def verify_cmd(database_url: str | None, junit_xml: str | None, as_json: bool) -> None:
+    """Run the packaged policy suite and print the persona x object matrix (exit 1 on any failure).
+
+    Every probe runs in a transaction that is rolled back, so it is safe on a staging copy
+    of production; the report shows that row counts and checksums did not change. The URL's
+    role must bypass RLS and be able to become anon/authenticated/service_role (postgres on
+    Supabase).
+
+    \b
+    Example:
+      dbtool verify
+      dbtool verify --database-url "$STAGING_URL" --junit-xml policy.xml
+    """
+    tgt = targets.resolve(database_url, local_config())
+    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml)
+    emit(as_json, report.as_dict(), lambda: verify_lib.render(report))
+    if not report.ok:
+        sys.exit(1)
+
+
 # --- the main job -----------------------------------------------------------------------
 
 
 @cli.command("up")
 @click.option("--port", type=int, help="TCP port for the local server (default: $DBTOOL_PORT or 54329).")
+@click.option("--no-verify", is_flag=True, help="Skip running the policy suite.")
 @json_option
-def up_cmd(port: int | None, as_json: bool) -> None:
-    """Start the local server and bring its database up: Supabase stand-in, then migrations.
+def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
+    """The local stack in one go: start the server, reset its database, run the policy suite.
 
     \b
     Example:
@@ -331,14 +449,21 @@ def up_cmd(port: int | None, as_json: bool) -> None:
     started = local.start(cfg, progress)
     st = started.status
     assert st.url is not None and st.admin_url is not None
-    built = build.prepare(st.admin_url, st.url, progress)
-    data = {"server": st.as_dict(), "standin": built.standin.__dict__, "revision": built.migrated.after}
-    emit(as_json, data, lambda: "\n".join([
+    tgt = targets.Target(st.url, st.admin_url, "local server", True)
+    result = reset_lib.reset(tgt, progress=progress)
+    report = None if no_verify else verify_lib.run(st.admin_url, quiet=True)
+    data = {"server": st.as_dict(), "reset": {k: v for k, v in result.__dict__.items() if k != "seeded"},
+            "seeded": result.seeded.as_dict() if result.seeded else None,
+            "verify": report.as_dict() if report else None}
+    emit(as_json, data, lambda: "\n\n".join(filter(None, [
         _status_text(st),
-        _installed_text(built.standin),
-        f"migrations: at {built.migrated.after or 'base'}",
-        f"\nconnect with:  psql \"{st.url}\"",
-    ]))
+        _reset_text(result),
+        _demo_text(result.seeded),
+        verify_lib.render(report) if report else None,
+        f"connect with:  psql \"{st.url}\"",
+    ])))
+    if report is not None and not report.ok:
+        sys.exit(1)
 
 
 def main() -> None:

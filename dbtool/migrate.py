@@ -6,17 +6,17 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import sqlalchemy.exc
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from dbtool import paths
 from dbtool.errors import MigrationError
 from dbtool.urls import libpq_url
+
+if TYPE_CHECKING:  # Alembic and SQLAlchemy load only when migrations run (fast CLI start)
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "chat_migrations.alembic_version"
 
@@ -35,6 +35,7 @@ class MigrateSettings:
     lock_timeout: str = "5s"
     statement_timeout: str = "5min"
     lock_wait: float = 600.0
+    script_location: str | None = None  # another migrations directory (tests use one with a broken revision)
 
 
 @dataclass
@@ -54,8 +55,11 @@ class MigrateResult:
 
 def alembic_config(settings: MigrateSettings | None = None, progress: Progress = _quiet) -> tuple[Config, list[Applied]]:
     """An Alembic Config on our migrations, wired to report applied revisions."""
+    from alembic.config import Config
+
     cfg = Config(str(paths.alembic_ini()))
-    cfg.set_main_option("script_location", str(paths.migrations_dir()))
+    location = settings.script_location if settings and settings.script_location else str(paths.migrations_dir())
+    cfg.set_main_option("script_location", location)
     applied: list[Applied] = []
     clock = [time.monotonic()]
 
@@ -85,8 +89,10 @@ def alembic_config(settings: MigrateSettings | None = None, progress: Progress =
     return cfg, applied
 
 
-def script_directory() -> ScriptDirectory:
-    cfg, _ = alembic_config()
+def script_directory(settings: MigrateSettings | None = None) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    cfg, _ = alembic_config(settings)
     return ScriptDirectory.from_config(cfg)
 
 
@@ -103,14 +109,14 @@ def current(url: str) -> str | None:
         return row[0] if row else None
 
 
-def _explain(exc: BaseException, settings: MigrateSettings, before: str | None, target: str) -> MigrationError:
+def _explain(exc: BaseException, settings: MigrateSettings, target: str, down: bool) -> MigrationError:
     orig = getattr(exc, "orig", None) or exc.__cause__ or exc
     try:
         at = current(settings.url)
     except psycopg.Error:
         at = "unknown"
     where = f"the database stays at revision {at or 'base'} (each revision runs in its own transaction)"
-    failing = _next_revision(at, target)
+    failing = at if down else _next_revision(at, target, settings)
     label = f"revision {failing}" if failing else "the migration"
     if isinstance(orig, psycopg.errors.LockNotAvailable):
         return MigrationError(
@@ -132,8 +138,8 @@ def _explain(exc: BaseException, settings: MigrateSettings, before: str | None, 
     return MigrationError(f"{label} failed: {message}; {where}")
 
 
-def _next_revision(at: str | None, target: str) -> str | None:
-    script = script_directory()
+def _next_revision(at: str | None, target: str, settings: MigrateSettings) -> str | None:
+    script = script_directory(settings)
     try:
         if target in ("head", "heads") or script.get_revision(target) is not None:
             chain = list(script.iterate_revisions(target if target != "heads" else "head", at or "base"))
@@ -143,13 +149,16 @@ def _next_revision(at: str | None, target: str) -> str | None:
     return None
 
 
-def _run(settings: MigrateSettings, action: Callable[[Config], None], target: str, progress: Progress) -> MigrateResult:
+def _run(settings: MigrateSettings, action: Callable[[Config], None], target: str, progress: Progress,
+         down: bool = False) -> MigrateResult:
+    import sqlalchemy.exc
+
     before = current(settings.url)
     cfg, applied = alembic_config(settings, progress)
     try:
         action(cfg)
     except (sqlalchemy.exc.SQLAlchemyError, psycopg.Error, SystemExit) as exc:
-        raise _explain(exc, settings, before, target) from None
+        raise _explain(exc, settings, target, down) from None
     except Exception as exc:  # alembic's own CommandError (bad revision, ...)
         if type(exc).__name__ in ("CommandError", "ResolutionError", "RangeNotAncestorError", "MultipleHeads"):
             raise MigrationError(f"{exc}; list the revisions with `dbtool migrate --history`") from None
@@ -159,16 +168,22 @@ def _run(settings: MigrateSettings, action: Callable[[Config], None], target: st
 
 def upgrade(settings: MigrateSettings, target: str = "head", progress: Progress = _quiet) -> MigrateResult:
     """Apply revisions up to `target` under the migration lock."""
+    from alembic import command
+
     return _run(settings, lambda cfg: command.upgrade(cfg, target), target, progress)
 
 
 def downgrade(settings: MigrateSettings, target: str, progress: Progress = _quiet) -> MigrateResult:
     """Revert revisions down to `target` ("base" removes everything we own)."""
-    return _run(settings, lambda cfg: command.downgrade(cfg, target), target, progress)
+    from alembic import command
+
+    return _run(settings, lambda cfg: command.downgrade(cfg, target), target, progress, down=True)
 
 
 def offline_sql(target: str = "head", start: str | None = None, down: bool = False) -> str:
     """The SQL an upgrade (or downgrade) would run, for review; needs no database."""
+    from alembic import command
+
     cfg, _ = alembic_config()
     buffer = io.StringIO()
     cfg.output_buffer = buffer

@@ -37,11 +37,12 @@ class Outcome:
     sqlstate: str | None = None
     message: str | None = None
     rowcount: int = 0
+    returned: bool = False  # the statement returned a result set (a SELECT, RETURNING, a function)
 
     def describe(self) -> str:
         if not self.ok:
             return f"{self.sqlstate} {self.message}"
-        return f"{len(self.rows)} row(s)" if self.rows else f"{self.rowcount} row(s) affected"
+        return f"{len(self.rows)} row(s)" if self.returned else f"{self.rowcount} row(s) affected"
 
 
 def role_settings(conn: psycopg.Connection[Any], role: str) -> list[tuple[str, str]]:
@@ -155,9 +156,10 @@ def run(
         with request(conn, persona, method=method, path=path, read_only=read_only, commit=commit) as c:
             cur = c.cursor(row_factory=psycopg.rows.dict_row)
             cur.execute(query, params)  # type: ignore[arg-type]
-            rows = cur.fetchall() if cur.description else []
+            returned = cur.description is not None
+            rows = cur.fetchall() if returned else []
             rowcount = max(cur.rowcount, 0)
-        return Outcome(True, rows, rowcount=rowcount)
+        return Outcome(True, rows, rowcount=rowcount, returned=returned)
     except psycopg.Error as exc:
         diag = exc.diag
         return Outcome(False, [], diag.sqlstate, diag.message_primary)

@@ -11,6 +11,8 @@ Importing this costs nothing: no server starts until a fixture asks for one.
   (any database with the schema, probes roll back) or else a clone of the template.
 * `chat_world` — per test: users, identities, two threads and messages (see
   dbtool.world), created in a transaction on `chat_db_target` that is rolled back.
+* `chat_world_shared` — the same, once per session, for probes that each run in a savepoint
+  rolled back at once (the policy suite): one world instead of one per cell.
 """
 
 from __future__ import annotations
@@ -164,6 +166,14 @@ class WorldSession:
 @pytest.fixture
 def chat_world(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
     """A fresh world in a transaction that is always rolled back (safe on staging)."""
+    with chat_db_target.connect(admin=True) as conn, conn.transaction():
+        yield WorldSession(conn, world.create(conn))
+        raise psycopg.Rollback
+
+
+@pytest.fixture(scope="session")
+def chat_world_shared(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
+    """One world for the session; callers must leave it as they found it (savepoints)."""
     with chat_db_target.connect(admin=True) as conn, conn.transaction():
         yield WorldSession(conn, world.create(conn))
         raise psycopg.Rollback

@@ -61,12 +61,36 @@ def test_malformed_threads_are_refused(world_db: WorldDb, change: str, sqlstate:
     assert constraint in (got.message or ""), got.message
 
 
-@pytest.mark.parametrize(("body", "sqlstate"), [("", "23514"), ("   ", "23514"), ("x" * 4001, "23514")])
-def test_direct_messages_obey_the_body_rule(world_db: WorldDb, body: str, sqlstate: str) -> None:
+@pytest.mark.parametrize(("body", "constraint"), [
+    ("", "chat_messages_body_blank_check"),  # breaks both; PostgreSQL reports the first by name
+    ("x" * 4001, "chat_messages_body_length_check"),
+    ("   ", "chat_messages_body_blank_check"),
+    ("\u3000\u200b", "chat_messages_body_blank_check"),
+])
+def test_direct_messages_obey_the_body_rule(world_db: WorldDb, body: str, constraint: str) -> None:
     w = world_db.world
     got = post(world_db, w.alice, INSERT_MESSAGE, (w.thread_ab, w.alice.mongo_id, w.bob.mongo_id, w.alice.uid, body))
-    assert (got.ok, got.sqlstate) == (False, sqlstate)
-    assert 'violates check constraint "chat_messages_body_check"' in (got.message or "")
+    assert (got.ok, got.sqlstate) == (False, "23514")
+    assert f'violates check constraint "{constraint}"' in (got.message or "")
+
+
+BODIES = ["", " ", "x", " x ", "\t\n", "\u00a0", "a\u00a0", "\u2000\u200a", "\u200b", "\u2060x", "\ufeff",
+          "\u3000", "\u0085", "\u180e", "\u202f\u205f", "x" * 4000, "x" * 4001, "é" * 4000, "é" * 4001,
+          "🙂", " 🙂 ", "\u2028\u2029", "line\nbreak", "\r\n"]
+
+
+def test_table_checks_and_rpc_rule_agree(world_db: WorldDb) -> None:
+    """The inline table constraints and chat_private.chat_body_problem (used by the RPC for its
+    messages) are two statements of one rule: they must accept and refuse the same bodies."""
+    checks = [r[0] for r in world_db.admin.execute(
+        "select pg_get_expr(conbin, conrelid) from pg_constraint "
+        "where conrelid = 'public.chat_messages'::regclass and conname like 'chat\\_messages\\_body\\_%'")]
+    assert len(checks) == 2
+    for body in BODIES:
+        by_table = world_db.admin.execute(
+            f"select {' and '.join(checks)} from (select %s::text as body) t", (body,)).fetchone()
+        by_rule = world_db.admin.execute("select chat_private.chat_body_problem(%s) is null", (body,)).fetchone()
+        assert by_table == by_rule, f"the two rules disagree on {body!r}"
 
 
 def test_direct_message_to_the_wrong_recipient_is_refused(world_db: WorldDb) -> None:

@@ -187,7 +187,10 @@ def test_every_table_and_rpc_probe_has_an_expectation_per_persona() -> None:
 
 
 @pytest.mark.parametrize(("probe", "persona"), CELLS, ids=[f"{pe}|{pr.key}" for pr, pe in CELLS])
-def test_cell(chat_world: WorldSession, probe: Probe, persona: str, record_property: Callable[[str, Any], None]) -> None:
+def test_cell(chat_world_shared: WorldSession, probe: Probe, persona: str,
+              record_property: Callable[[str, Any], None]) -> None:
+    # Every probe runs in a savepoint that is rolled back: cells cannot see each other's effects.
+    chat_world = chat_world_shared
     got = probe.run(chat_world.conn, chat_world.world, persona)
     record_property("chat_db_cell", {
         "persona": PERSONA_LABELS[persona], "object": probe.object, "operation": probe.operation, "kind": probe.kind,

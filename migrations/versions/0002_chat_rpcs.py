@@ -26,6 +26,26 @@ depends_on = None
 
 # Frozen with this revision: a later fix is a new revision, never an edit here.
 UPGRADE = r"""
+-- Why a body is invalid, for insert_chat_message's messages; the table's inline checks (0001)
+-- state the same rule (a test proves they agree).
+create function chat_private.chat_body_problem(_body text) returns text
+language sql
+immutable
+parallel safe
+set search_path = ''
+as $$
+  select case
+    when _body is null or _body = '' then 'body must not be empty'
+    when char_length(_body) > 4000 then format('body must be at most 4000 characters (got %s)', char_length(_body))
+    when _body ~ '^[\s\u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]*$'
+      then 'body must not be only whitespace'
+  end
+$$;
+comment on function chat_private.chat_body_problem(text) is
+  'Why a message body is invalid (NULL when valid): empty, over 4000 characters, or only (Unicode) whitespace';
+revoke all on function chat_private.chat_body_problem(text) from public;
+grant execute on function chat_private.chat_body_problem(text) to authenticated, service_role;
+
 -- The partner lookup of ensure_chat_thread (definer: identity rows are private to their owner).
 create function chat_private.chat_identity_user_id(_mongo_id text) returns uuid
 language sql
@@ -264,6 +284,7 @@ drop function public.chat_history(text, timestamp with time zone, bigint, intege
 drop function public.insert_chat_message(text, text, text, text, uuid);
 drop function public.ensure_chat_thread(text, text);
 drop function chat_private.chat_identity_user_id(text);
+drop function chat_private.chat_body_problem(text);
 """
 
 

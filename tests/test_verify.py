@@ -1,0 +1,94 @@
+"""`dbtool verify`: the packaged suite against a database, safe (nothing changes) and loud."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from dbtool import seed
+from dbtool.probes import ALL_PROBES, PERSONAS
+from dbtool.pytest_plugin import ChatDatabase
+
+CELLS = len(ALL_PROBES) * len(PERSONAS)
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_DB_URL")}
+    return subprocess.run([sys.executable, "-m", "dbtool", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+
+
+def everything(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    """Every row of every table verify could touch, as text."""
+    tables = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
+    return {t: sorted(r[0] for r in conn.execute(f"select t::text from {t} t")) for t in tables}
+
+
+def test_verify_passes_reports_the_matrix_and_changes_nothing(chat_db: ChatDatabase, tmp_path: Path) -> None:
+    with chat_db.connect(admin=True) as conn:
+        with conn.transaction():
+            seed.demo(conn)
+        seed.load(conn, users=40, threads=50, messages=500, seed=2)
+        before = everything(conn)
+    junit = tmp_path / "policy.xml"
+    done = run("verify", "--database-url", chat_db.admin_url, "--json", "--junit-xml", str(junit))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    with chat_db.connect(admin=True) as conn:
+        after = everything(conn)
+    assert after == before
+    assert report["ok"] and report["database_unchanged"]
+    assert report["passed"] == CELLS and report["failed"] == 0
+    assert report["fingerprints_before"] == report["fingerprints_after"]
+    cell = next(c for c in report["cells"] if c["persona"] == "outsider" and c["object"] == "chat_history()")
+    assert (cell["allowed"], cell["result"]) == (False, "P0002 thread not found")
+    cases = ET.parse(junit).getroot().iter("testcase")
+    assert sum(1 for _ in cases) == CELLS + 1
+
+
+def test_verify_text_output(chat_db: ChatDatabase) -> None:
+    done = run("verify", "--database-url", chat_db.admin_url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:2] == ["object", "operation"]
+    assert any(line.startswith("chat_messages") and "insert as the other participant" in line and "42501 RLS" in line
+               for line in lines)
+    assert f"{CELLS}/{CELLS} cells as the contract says" in done.stdout
+    assert "database unchanged" in done.stdout
+
+
+def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase) -> None:
+    with chat_db.connect() as conn:
+        conn.execute("alter policy chat_messages__select_participants on public.chat_messages using (true)")
+    done = run("verify", "--database-url", chat_db.admin_url)
+    assert done.returncode == 1
+    assert "FAILED outsider | chat_messages select" in done.stdout
+    assert "NOT" in done.stdout and "!ok" in done.stdout
+
+
+def test_fixtures_work_in_a_downstream_project(chat_db: ChatDatabase, tmp_path: Path) -> None:
+    """An application's own tests use the plugin (installed with chat-db) against a database."""
+    (tmp_path / "test_app.py").write_text(textwrap.dedent('''
+        from dbtool import postgrest, realtime
+
+        def test_my_backend_query(chat_world):
+            w = chat_world.world
+            got = postgrest.run(chat_world.conn, w.bob.persona,
+                                "select body from public.chat_messages where thread_id = %s order by id",
+                                [w.thread_ab])
+            assert [r["body"] for r in got.rows] == ["hi bob", "hi alice", "how are you?"]
+            assert realtime.read_check(chat_world.conn, w.bob.persona, f"chat:{w.thread_ab}").can_join
+    '''))
+    env = {**os.environ, "CHAT_DB_URL": chat_db.admin_url}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
