@@ -15,6 +15,10 @@ from dbtool import __version__, local, migrate, seed, standin
 from dbtool import reset as reset_lib
 from dbtool import target as targets
 from dbtool import verify as verify_lib
+from dbtool.audit import config as audit_config
+from dbtool.audit import findings as audit_findings
+from dbtool.audit import report as audit_report
+from dbtool.audit import snapshot as audit_snapshot_lib
 from dbtool.config import local_config
 from dbtool.errors import DbtoolError
 from dbtool.render import table, to_json
@@ -428,6 +432,106 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, as_json: bool) -
     report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml)
     emit(as_json, report.as_dict(), lambda: verify_lib.render(report))
     if not report.ok:
+        sys.exit(1)
+
+
+# --- DBAs: audit ----------------------------------------------------------------------------
+
+
+def audit_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    @database_option
+    @click.option("--config", "config_path", metavar="FILE",
+                  help="TOML/JSON: exposed_schemas, owned_schemas, [justifications], [[personas]].")
+    @click.option("--exposed-schemas", metavar="LIST", help="Schemas PostgREST exposes (db_schemas), comma-separated; "
+                  "default public,graphql_public.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+FORMATS = click.Choice(["table", "json", "markdown"])
+
+
+@cli.group("audit", cls=DbtoolGroup, invoke_without_command=True, context_settings=CONTEXT)
+@audit_options
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--fail-on", type=click.Choice(["info", "warn", "error", "never"]), default="warn", show_default=True,
+              help="Exit 1 when a finding of this severity or worse is reported.")
+@click.option("--no-matrix", is_flag=True, help="Only the static findings (strictly read-only, no probing).")
+@click.pass_context
+def audit_group(ctx: click.Context, database_url: str | None, config_path: str | None, exposed_schemas: str | None,
+                fmt: str, fail_on: str, no_matrix: bool) -> None:
+    """Audit RLS, grants and SECURITY DEFINER functions, and measure who can do what.
+
+    Prints findings (severity, object, why, fix) and the effective access matrix, measured by
+    running every operation as each persona in a transaction that is rolled back. Changes
+    nothing in the database. Subcommands snapshot and diff detect drift.
+
+    \b
+    Example:
+      dbtool audit --format markdown > audit.md
+      dbtool audit --database-url "$DATABASE_URL" --fail-on error --no-matrix
+      dbtool audit snapshot > policy-snapshot.json && dbtool audit diff policy-snapshot.json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    tgt = targets.resolve(database_url, local_config())
+    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas), with_matrix=not no_matrix)
+    click.echo(audit_report.render(report, fmt))
+    if fail_on != "never" and audit_findings.at_least(report.findings, fail_on):
+        sys.exit(1)
+
+
+@audit_group.command("snapshot")
+@audit_options
+@click.option("--no-matrix", is_flag=True, help="Leave the measured matrix out.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+def audit_snapshot(database_url: str | None, config_path: str | None, exposed_schemas: str | None, no_matrix: bool,
+                   output: str | None) -> None:
+    """Record policies, grants, definer functions and the measured matrix as JSON.
+
+    \b
+    Example:
+      dbtool audit snapshot > policy-snapshot.json
+    """
+    tgt = targets.resolve(database_url, local_config())
+    cfg = audit_config.load(config_path, exposed_schemas)
+    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
+        data = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix=not no_matrix)
+    text = to_json(data)
+    if output:
+        with open(output, "w") as handle:
+            handle.write(text + "\n")
+        progress(f"snapshot written to {output}")
+    else:
+        click.echo(text)
+
+
+@audit_group.command("diff")
+@click.argument("snapshot_file", metavar="SNAPSHOT")
+@audit_options
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | None, exposed_schemas: str | None,
+               fmt: str) -> None:
+    """Compare the database with a snapshot; exit 1 if anything changed.
+
+    Each change is graded: dangerous (access widened), breaking (narrowed) or safe
+    (rewritten without changing the measured matrix).
+
+    \b
+    Example:
+      dbtool audit diff policy-snapshot.json --format markdown
+    """
+    old = audit_report.load_snapshot(snapshot_file)
+    tgt = targets.resolve(database_url, local_config())
+    cfg = audit_config.load(config_path, exposed_schemas)
+    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
+        new = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix="matrix" in old)
+    changes = audit_snapshot_lib.diff(old, new)
+    click.echo(audit_report.render_diff(changes, fmt, str(old.get("taken_at"))))
+    if changes:
         sys.exit(1)
 
 

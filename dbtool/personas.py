@@ -25,7 +25,7 @@ class Persona:
         return str(sub) if sub is not None else None
 
 
-def _claims(role: str, **extra: Any) -> dict[str, Any]:
+def claims(role: str, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
     return {"iss": "supabase", "aud": "authenticated" if role == "authenticated" else role,
             "iat": now, "exp": now + 3600, "role": role, **extra}
@@ -33,12 +33,12 @@ def _claims(role: str, **extra: Any) -> dict[str, Any]:
 
 def anon() -> Persona:
     """The anon key: no session."""
-    return Persona("anon", "anon", _claims("anon"))
+    return Persona("anon", "anon", claims("anon"))
 
 
 def service() -> Persona:
     """The service_role key the backend holds (bypasses RLS, no user)."""
-    return Persona("service_role", "service_role", _claims("service_role"))
+    return Persona("service_role", "service_role", claims("service_role"))
 
 
 def user(name: str, uid: str, email: str | None = None) -> Persona:
@@ -46,9 +46,9 @@ def user(name: str, uid: str, email: str | None = None) -> Persona:
     extra: dict[str, Any] = {"sub": uid, "session_id": "00000000-0000-4000-8000-000000000000"}
     if email:
         extra["email"] = email
-    return Persona(name, "authenticated", _claims("authenticated", **extra))
+    return Persona(name, "authenticated", claims("authenticated", **extra))
 
 
 def authenticated_without_sub() -> Persona:
     """A token with role authenticated but no `sub` claim (e.g. a hand-made JWT)."""
-    return Persona("authenticated (no sub)", "authenticated", _claims("authenticated"))
+    return Persona("authenticated (no sub)", "authenticated", claims("authenticated"))

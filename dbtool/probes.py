@@ -30,20 +30,42 @@ PERSONA_LABELS = {
 }
 
 
-def persona(world: World, key: str) -> Persona:
+@dataclass(frozen=True)
+class Caller:
+    """Who runs a probe: the JWT (persona) and whose ids it uses in the request (actor);
+    `partner` is the other participant of thread ab from the actor's point of view."""
+
+    key: str
+    label: str
+    persona: Persona
+    actor: Member
+    partner: Member
+
+
+def caller(world: World, key: str) -> Caller:
+    """One of the standard personas. Callers without an identity of their own (anon, no sub,
+    service_role) act with alice's ids, i.e. they try to act as a participant."""
     fixed = {"anon": personas.anon(), "no_sub": personas.authenticated_without_sub(), "service_role": personas.service()}
     members = {"outsider": world.carol, "participant_a": world.alice, "participant_b": world.bob}
-    return fixed[key] if key in fixed else members[key].persona
+    who = fixed[key] if key in fixed else members[key].persona
+    actor = {"outsider": world.carol, "participant_b": world.bob}.get(key, world.alice)
+    partner = world.alice if actor is world.bob else world.bob
+    return Caller(key, PERSONA_LABELS[key], who, actor, partner)
 
 
-def actor(world: World, key: str) -> Member:
-    """Whose ids the persona uses: its own, or alice's for callers without an identity."""
-    return {"outsider": world.carol, "participant_b": world.bob}.get(key, world.alice)
+def callers(world: World) -> list[Caller]:
+    return [caller(world, key) for key in PERSONAS]
 
 
-def partner(world: World, key: str) -> Member:
-    """The other side of thread ab from the actor's point of view (alice for bob, else bob)."""
-    return world.alice if key == "participant_b" else world.bob
+def custom_caller(world: World, name: str, role: str, acts_as: str | None, claims: dict[str, Any]) -> Caller:
+    """A persona from an audit config: a role, extra claims, and optionally a world member's
+    identity (its uid becomes `sub`); without one it has no `sub` and acts with alice's ids."""
+    member: Member | None = getattr(world, acts_as) if acts_as else None
+    base = member.persona.claims if member else personas.claims(role)
+    who = personas.Persona(name, role, {**base, "role": role, **claims})
+    actor = member or world.alice
+    partner = world.alice if actor is world.bob else world.bob
+    return Caller(name, name, who, actor, partner)
 
 
 @dataclass(frozen=True)
@@ -51,41 +73,41 @@ class Probe:
     object: str
     operation: str
     kind: str  # table | rpc | realtime
-    run: Callable[[psycopg.Connection[Any], World, str], Outcome]
+    run: Callable[[psycopg.Connection[Any], World, Caller], Outcome]
 
     @property
     def key(self) -> str:
         return f"{self.object} {self.operation}"
 
 
-def _sql(method: str, query: str, params: Callable[[World, str], tuple[Any, ...]]) -> Callable[..., Outcome]:
+def _sql(method: str, query: str, params: Callable[[World, Caller], tuple[Any, ...]]) -> Callable[..., Outcome]:
     path = "/" + query.split("public.")[1].split()[0] if "public." in query else "/"
 
-    def run(conn: psycopg.Connection[Any], world: World, key: str) -> Outcome:
-        return postgrest.run(conn, persona(world, key), query, params(world, key), method=method, path=path)
+    def run(conn: psycopg.Connection[Any], world: World, who: Caller) -> Outcome:
+        return postgrest.run(conn, who.persona, query, params(world, who), method=method, path=path)
 
     return run
 
 
 def _rpc(
-    function: str, args: Callable[[World, str], dict[str, Any]], types: dict[str, str], volatile: bool
+    function: str, args: Callable[[World, Caller], dict[str, Any]], types: dict[str, str], volatile: bool
 ) -> Callable[..., Outcome]:
-    def run(conn: psycopg.Connection[Any], world: World, key: str) -> Outcome:
-        return postgrest.call(conn, persona(world, key), function, args(world, key), volatile=volatile, types=types)
+    def run(conn: psycopg.Connection[Any], world: World, who: Caller) -> Outcome:
+        return postgrest.call(conn, who.persona, function, args(world, who), volatile=volatile, types=types)
 
     return run
 
 
 def _channel(check: str, extension: str, topic: Callable[[World], str]) -> Callable[..., Outcome]:
-    def run(conn: psycopg.Connection[Any], world: World, key: str) -> Outcome:
+    def run(conn: psycopg.Connection[Any], world: World, who: Caller) -> Outcome:
         fn = realtime.read_check if check == "read" else realtime.write_check
-        access = fn(conn, persona(world, key), topic(world), (extension,))
+        access = fn(conn, who.persona, topic(world), (extension,))
         return Outcome(access.allowed[extension], [])
 
     return run
 
 
-def _no_params(world: World, key: str) -> tuple[Any, ...]:
+def _no_params(world: World, who: Caller) -> tuple[Any, ...]:
     return ()
 
 
@@ -93,44 +115,44 @@ TABLE_PROBES = [
     Probe("chat_identities", "select", "table", _sql("GET", "select * from public.chat_identities", _no_params)),
     Probe("chat_identities", "insert", "table", _sql(
         "POST", "insert into public.chat_identities (supabase_user_id, mongo_id) values (%s, %s)",
-        lambda w, k: (w.frank_uid, w.unregistered_mongo_id))),
+        lambda w, c: (w.frank_uid, w.unregistered_mongo_id))),
     Probe("chat_identities", "update", "table", _sql(
         "PATCH", "update public.chat_identities set created_at = created_at where supabase_user_id = %s",
-        lambda w, k: (actor(w, k).uid,))),
+        lambda w, c: (c.actor.uid,))),
     Probe("chat_identities", "delete", "table", _sql(
-        "DELETE", "delete from public.chat_identities where supabase_user_id = %s", lambda w, k: (actor(w, k).uid,))),
+        "DELETE", "delete from public.chat_identities where supabase_user_id = %s", lambda w, c: (c.actor.uid,))),
     Probe("chat_threads", "select", "table", _sql("GET", "select * from public.chat_threads", _no_params)),
     Probe("chat_threads", "insert own thread", "table", _sql(
         "POST", "insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "
         "user_b_supabase_id) values (%s, %s, %s, %s, %s)",
-        lambda w, k: _thread_row(actor(w, k), w.erin))),
+        lambda w, c: _thread_row(c.actor, w.erin))),
     Probe("chat_threads", "insert others' thread", "table", _sql(
         "POST", "insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "
         "user_b_supabase_id) values (%s, %s, %s, %s, %s)",
-        lambda w, k: _thread_row(w.bob if k == "participant_a" else w.alice, w.erin))),
+        lambda w, c: _thread_row(w.bob if c.actor is w.alice else w.alice, w.erin))),
     Probe("chat_threads", "update", "table", _sql(
         "PATCH", "update public.chat_threads set created_at = created_at where thread_id = %s",
-        lambda w, k: (w.thread_ab,))),
+        lambda w, c: (w.thread_ab,))),
     Probe("chat_threads", "delete", "table", _sql(
-        "DELETE", "delete from public.chat_threads where thread_id = %s", lambda w, k: (w.thread_ab,))),
+        "DELETE", "delete from public.chat_threads where thread_id = %s", lambda w, c: (w.thread_ab,))),
     Probe("chat_messages", "select", "table", _sql(
         "GET", "select * from public.chat_messages order by created_at desc, id desc limit 50", _no_params)),
     Probe("chat_messages", "insert as self", "table", _sql(
         "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
         "body) values (%s, %s, %s, %s, 'hello')",
-        lambda w, k: (w.thread_ab, actor(w, k).mongo_id, partner(w, k).mongo_id, actor(w, k).uid))),
+        lambda w, c: (w.thread_ab, c.actor.mongo_id, c.partner.mongo_id, c.actor.uid))),
     Probe("chat_messages", "insert as the other participant", "table", _sql(
         "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
         "body) values (%s, %s, %s, %s, 'forged')",
-        lambda w, k: (w.thread_ab, partner(w, k).mongo_id, actor(w, k).mongo_id, partner(w, k).uid))),
+        lambda w, c: (w.thread_ab, c.partner.mongo_id, c.actor.mongo_id, c.partner.uid))),
     Probe("chat_messages", "insert with created_at", "table", _sql(
         "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
         "body, created_at) values (%s, %s, %s, %s, 'backdated', now() - interval '1 year')",
-        lambda w, k: (w.thread_ab, actor(w, k).mongo_id, partner(w, k).mongo_id, actor(w, k).uid))),
+        lambda w, c: (w.thread_ab, c.actor.mongo_id, c.partner.mongo_id, c.actor.uid))),
     Probe("chat_messages", "update", "table", _sql(
-        "PATCH", "update public.chat_messages set body = 'edited' where thread_id = %s", lambda w, k: (w.thread_ab,))),
+        "PATCH", "update public.chat_messages set body = 'edited' where thread_id = %s", lambda w, c: (w.thread_ab,))),
     Probe("chat_messages", "delete", "table", _sql(
-        "DELETE", "delete from public.chat_messages where thread_id = %s", lambda w, k: (w.thread_ab,))),
+        "DELETE", "delete from public.chat_messages where thread_id = %s", lambda w, c: (w.thread_ab,))),
 ]
 
 
@@ -141,15 +163,15 @@ def _thread_row(x: Member, y: Member) -> tuple[str, str, str, str, str]:
 
 RPC_PROBES = [
     Probe("ensure_chat_thread()", "call (alice, bob)", "rpc", _rpc(
-        "ensure_chat_thread", lambda w, k: {"_user_a_mongo_id": w.alice.mongo_id, "_user_b_mongo_id": w.bob.mongo_id},
+        "ensure_chat_thread", lambda w, c: {"_user_a_mongo_id": w.alice.mongo_id, "_user_b_mongo_id": w.bob.mongo_id},
         {}, volatile=True)),
     Probe("insert_chat_message()", "call (thread ab, self -> other)", "rpc", _rpc(
         "insert_chat_message",
-        lambda w, k: {"_thread_id": w.thread_ab, "_sender_mongo_id": actor(w, k).mongo_id,
-                      "_recipient_mongo_id": partner(w, k).mongo_id, "_body": "hello"},
+        lambda w, c: {"_thread_id": w.thread_ab, "_sender_mongo_id": c.actor.mongo_id,
+                      "_recipient_mongo_id": c.partner.mongo_id, "_body": "hello"},
         {}, volatile=True)),
     Probe("chat_history()", "call (thread ab)", "rpc", _rpc(
-        "chat_history", lambda w, k: {"_thread_id": w.thread_ab}, {}, volatile=False)),
+        "chat_history", lambda w, c: {"_thread_id": w.thread_ab}, {}, volatile=False)),
 ]
 
 # Topics as columns: ab is A and B's thread, cd is the outsider's own thread with dave.

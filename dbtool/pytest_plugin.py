@@ -167,6 +167,7 @@ class WorldSession:
 def chat_world(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
     """A fresh world in a transaction that is always rolled back (safe on staging)."""
     with chat_db_target.connect(admin=True) as conn, conn.transaction():
+        world.isolate_sequences(conn)
         yield WorldSession(conn, world.create(conn))
         raise psycopg.Rollback
 
@@ -175,5 +176,6 @@ def chat_world(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
 def chat_world_shared(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
     """One world for the session; callers must leave it as they found it (savepoints)."""
     with chat_db_target.connect(admin=True) as conn, conn.transaction():
+        world.isolate_sequences(conn)
         yield WorldSession(conn, world.create(conn))
         raise psycopg.Rollback

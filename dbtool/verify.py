@@ -17,24 +17,11 @@ from typing import Any
 
 import psycopg
 
-from dbtool.probes import PERSONA_LABELS
-from dbtool.render import table
+from dbtool.matrix import LEGEND, Cell, as_table
 from dbtool.urls import libpq_url, redact
 
 SUITE = Path(__file__).resolve().parent / "policy_suite"
 WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
-
-
-@dataclass(frozen=True)
-class Cell:
-    persona: str
-    object: str
-    operation: str
-    kind: str
-    allowed: bool
-    result: str
-    passed: bool
-    failure: str | None = None
 
 
 @dataclass
@@ -96,7 +83,7 @@ class _Collector:
         cell = props.get("chat_db_cell")
         if report.when == "call" and cell:
             failure = str(report.longrepr.reprcrash.message) if report.failed and report.longrepr else None
-            self.cells.append(Cell(**cell, passed=report.passed, failure=failure))
+            self.cells.append(Cell(**{**cell, "passed": report.passed, "failure": failure}))
         elif report.failed and not cell:
             crash = getattr(report.longrepr, "reprcrash", None)
             self.other.append(f"{report.nodeid} ({report.when}): {crash.message if crash else report.longrepr}")
@@ -126,39 +113,12 @@ def run(url: str, *, junit_xml: str | None = None, quiet: bool = False) -> Repor
     return report
 
 
-def matrix_rows(cells: list[Cell]) -> tuple[list[str], list[list[str]]]:
-    """Object/operation rows x persona columns; a cell that broke the contract is marked !."""
-    personas = list(PERSONA_LABELS.values())
-    grid: dict[tuple[str, str], dict[str, str]] = {}
-    for cell in cells:
-        text = _short(cell)
-        grid.setdefault((cell.object, cell.operation), {})[cell.persona] = text if cell.passed else f"!{text}"
-    rows = [[obj, op, *(grid[(obj, op)].get(p, "") for p in personas)] for obj, op in grid]
-    return ["object", "operation", *personas], rows
-
-
-REFUSALS = {"permission denied": "no grant", "new row violates row-level security": "RLS"}
-
-
-def _short(cell: Cell) -> str:
-    """`ok 3 rows`, `ok 1 changed`, `42501 no grant`, `42501 RLS`, `P0002 thread not found`, yes/no."""
-    if cell.kind == "realtime":
-        return "yes" if cell.allowed else "no"
-    if not cell.allowed:
-        state, _, message = cell.result.partition(" ")
-        why = next((short for prefix, short in REFUSALS.items() if message.startswith(prefix)), None)
-        return f"{state} {why or message.split(':')[0]}"
-    return "ok " + cell.result.replace(" row(s) affected", " changed").replace(" row(s)", " rows")
-
-
 def render(report: Report) -> str:
-    headers, rows = matrix_rows(report.cells)
-    lines = [table(headers, rows), ""]
+    lines = [as_table(report.cells), ""]
     passed = len(report.cells) - len(report.failed)
     lines.append(f"{passed}/{len(report.cells)} cells as the contract says"
                  + (f", {len(report.failed)} NOT" if report.failed else "") + f" ({report.seconds:.1f}s)")
-    lines.append("legend: ok N rows / ok N changed = allowed; SQLSTATE + reason = refused (no grant: no privilege; "
-                 "RLS: row-level security); yes/no = Realtime check; ! = differs from the contract")
+    lines.append(f"legend: {LEGEND}; ! = differs from the contract")
     for cell in report.failed:
         lines.append(f"FAILED {cell.persona} | {cell.object} {cell.operation}: {cell.failure}")
     lines.extend(f"FAILED {f}" for f in report.other_failures)

@@ -120,3 +120,35 @@ def create(conn: psycopg.Connection[Any]) -> World:
         insert_message(conn, world.thread_cd, dave, carol, "hello carol"),
     ]
     return world
+
+
+def isolate_sequences(conn: psycopg.Connection[Any], wait: str = "2s") -> list[str]:
+    """Make nextval() on the chat tables' sequences roll back with this transaction.
+
+    Sequence values are not transactional, so probes that insert would advance them; an
+    ALTER SEQUENCE ... RESTART gives the sequence a transactional state for the rest of the
+    transaction. It locks the sequence against concurrent inserts until the transaction
+    ends, so it waits at most `wait`; when it cannot get the lock it changes nothing and
+    returns an empty list (the caller reports that sequences may move)."""
+    rows = conn.execute(
+        """
+        select s.oid::regclass::text
+        from pg_catalog.pg_class s
+        join pg_catalog.pg_depend d on d.objid = s.oid and d.deptype in ('a', 'i')
+        join pg_catalog.pg_class t on t.oid = d.refobjid
+        where s.relkind = 'S' and t.relnamespace = 'public'::regnamespace and t.relname like 'chat%'
+        """
+    ).fetchall()
+    previous = conn.execute("select current_setting('lock_timeout')").fetchone()
+    isolated: list[str] = []
+    try:
+        with conn.transaction():
+            conn.execute("select set_config('lock_timeout', %s, true)", (wait,))
+            for (name,) in rows:
+                last = conn.execute(f"select last_value + (is_called::int) from {name}").fetchone()
+                conn.execute(f"alter sequence {name} restart with {int(last[0]) if last else 1}")
+                isolated.append(name)
+    except psycopg.errors.LockNotAvailable:
+        isolated = []
+    conn.execute("select set_config('lock_timeout', %s, true)", (previous[0] if previous else "0",))
+    return isolated

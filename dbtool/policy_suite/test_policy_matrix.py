@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from dbtool.matrix import cell
 from dbtool.postgrest import Outcome
-from dbtool.probes import ALL_PROBES, PERSONA_LABELS, PERSONAS, REALTIME_PROBES, Probe
+from dbtool.probes import ALL_PROBES, PERSONAS, REALTIME_PROBES, Probe, caller
 from dbtool.pytest_plugin import WorldSession
 from dbtool.world import World
 
@@ -191,9 +192,7 @@ def test_cell(chat_world_shared: WorldSession, probe: Probe, persona: str,
               record_property: Callable[[str, Any], None]) -> None:
     # Every probe runs in a savepoint that is rolled back: cells cannot see each other's effects.
     chat_world = chat_world_shared
-    got = probe.run(chat_world.conn, chat_world.world, persona)
-    record_property("chat_db_cell", {
-        "persona": PERSONA_LABELS[persona], "object": probe.object, "operation": probe.operation, "kind": probe.kind,
-        "allowed": got.ok, "result": ("allowed" if got.ok else "denied") if probe.kind == "realtime" else got.describe(),
-    })
+    who = caller(chat_world.world, persona)
+    got = probe.run(chat_world.conn, chat_world.world, who)
+    record_property("chat_db_cell", cell(probe, who, got).__dict__)
     expectation(probe, persona).check(chat_world.world, got)

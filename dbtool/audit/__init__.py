@@ -1,0 +1,1 @@
+"""`dbtool audit`: static findings, the effective access matrix, snapshots and drift."""
