@@ -411,11 +411,16 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
 # --- DBAs and CI: verify ---------------------------------------------------------------------
 
 
+EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the rolled-back probe transaction, "
+              "which pauses message inserts until the run ends). Default: only for databases on this machine.")
+
+
 @cli.command("verify")
 @database_option
 @click.option("--junit-xml", metavar="PATH", help="Also write a JUnit XML report (for CI).")
+@click.option("--exact/--no-exact", default=None, help=EXACT_HELP)
 @json_option
-def verify_cmd(database_url: str | None, junit_xml: str | None, as_json: bool) -> None:
+def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | None, as_json: bool) -> None:
     """Run the packaged policy suite and print the persona x object matrix (exit 1 on any failure).
 
     Every probe runs in a transaction that is rolled back, so it is safe on a staging copy
@@ -429,7 +434,8 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, as_json: bool) -
       dbtool verify --database-url "$STAGING_URL" --junit-xml policy.xml
     """
     tgt = targets.resolve(database_url, local_config())
-    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml)
+    mode = "auto" if exact is None else "yes" if exact else "no"
+    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml, exact=mode)
     emit(as_json, report.as_dict(), lambda: verify_lib.render(report))
     if not report.ok:
         sys.exit(1)
@@ -460,9 +466,10 @@ FORMATS = click.Choice(["table", "json", "markdown"])
 @click.option("--fail-on", type=click.Choice(["info", "warn", "error", "never"]), default="warn", show_default=True,
               help="Exit 1 when a finding of this severity or worse is reported.")
 @click.option("--no-matrix", is_flag=True, help="Only the static findings (strictly read-only, no probing).")
+@click.option("--exact/--no-exact", default=None, help=EXACT_HELP)
 @click.pass_context
 def audit_group(ctx: click.Context, database_url: str | None, config_path: str | None, exposed_schemas: str | None,
-                fmt: str, fail_on: str, no_matrix: bool) -> None:
+                fmt: str, fail_on: str, no_matrix: bool, exact: bool | None) -> None:
     """Audit RLS, grants and SECURITY DEFINER functions, and measure who can do what.
 
     Prints findings (severity, object, why, fix) and the effective access matrix, measured by
@@ -478,7 +485,8 @@ def audit_group(ctx: click.Context, database_url: str | None, config_path: str |
     if ctx.invoked_subcommand is not None:
         return
     tgt = targets.resolve(database_url, local_config())
-    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas), with_matrix=not no_matrix)
+    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas), with_matrix=not no_matrix,
+                              exact=exact)
     click.echo(audit_report.render(report, fmt))
     if fail_on != "never" and audit_findings.at_least(report.findings, fail_on):
         sys.exit(1)
@@ -499,7 +507,7 @@ def audit_snapshot(database_url: str | None, config_path: str | None, exposed_sc
     tgt = targets.resolve(database_url, local_config())
     cfg = audit_config.load(config_path, exposed_schemas)
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        data = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix=not no_matrix)
+        data = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix=not no_matrix, exact=tgt.local)
     text = to_json(data)
     if output:
         with open(output, "w") as handle:
@@ -528,7 +536,7 @@ def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | 
     tgt = targets.resolve(database_url, local_config())
     cfg = audit_config.load(config_path, exposed_schemas)
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        new = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix="matrix" in old)
+        new = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix="matrix" in old, exact=tgt.local)
     changes = audit_snapshot_lib.diff(old, new)
     click.echo(audit_report.render_diff(changes, fmt, str(old.get("taken_at"))))
     if changes:

@@ -165,15 +165,17 @@ def run(
         return Outcome(False, [], diag.sqlstate, diag.message_primary)
 
 
-def read_query(table: str, order_by: str, *, count: bool) -> str:
+def read_query(table: str, order_by: str, *, count: bool, where: str = "", limit: str = "$1",
+               offset: str = "$2") -> str:
     """The statement PostgREST sends for `GET /<table>?limit=..&offset=..&order=<col>.desc`
-    (with `Prefer: count=exact` when `count`); $1 is the limit and $2 the offset."""
+    (with `Prefer: count=exact` when `count`; `where` as filters would add it)."""
     qualified = f'"public"."{table}"'
-    count_cte = f", pgrst_source_count AS (SELECT 1 FROM {qualified})" if count else ""
+    where = f" WHERE {where}" if where else ""
+    count_cte = f", pgrst_source_count AS (SELECT 1 FROM {qualified}{where})" if count else ""
     total = "(SELECT pg_catalog.count(*) FROM pgrst_source_count)" if count else "null::bigint"
     return (
-        f"WITH pgrst_source AS (SELECT {qualified}.* FROM {qualified} "
-        f'ORDER BY {qualified}."{order_by}" DESC LIMIT $1 OFFSET $2){count_cte} '
+        f"WITH pgrst_source AS (SELECT {qualified}.* FROM {qualified}{where} "
+        f'ORDER BY {qualified}."{order_by}" DESC LIMIT {limit} OFFSET {offset}){count_cte} '
         f"SELECT {total} AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, "
         "coalesce(json_agg(_postgrest_t), '[]') AS body, "
         "nullif(current_setting('response.headers', true), '') AS response_headers, "

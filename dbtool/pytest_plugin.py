@@ -31,7 +31,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from dbtool import build, local, world
 from dbtool.config import LocalConfig, local_config
-from dbtool.urls import libpq_url, with_database
+from dbtool.urls import is_local, libpq_url, with_database
 
 TEMPLATE_NAME = "chat_db_template"
 
@@ -90,6 +90,13 @@ def _janitor(server: EmbeddedServer, name: str, template: str | None = None, as_
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chat-db")
+    group.addoption(
+        "--chat-db-exact",
+        choices=("auto", "yes", "no"),
+        default=os.environ.get("CHAT_DB_EXACT", "auto"),
+        help="keep the chat sequences from moving while probing (restarts them in the probe transaction, which "
+        "pauses message inserts until the run ends); auto: only for databases on this machine.",
+    )
     group.addoption(
         "--chat-db-url",
         default=os.environ.get("CHAT_DB_URL"),
@@ -163,19 +170,26 @@ class WorldSession:
     world: world.World
 
 
+def _exact(request: pytest.FixtureRequest, target: ChatDatabase) -> bool:
+    mode = request.config.getoption("--chat-db-exact")
+    return is_local(target.url) if mode == "auto" else mode == "yes"
+
+
 @pytest.fixture
-def chat_world(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
+def chat_world(chat_db_target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
     """A fresh world in a transaction that is always rolled back (safe on staging)."""
     with chat_db_target.connect(admin=True) as conn, conn.transaction():
-        world.isolate_sequences(conn)
+        if _exact(request, chat_db_target):
+            world.isolate_sequences(conn)
         yield WorldSession(conn, world.create(conn))
         raise psycopg.Rollback
 
 
 @pytest.fixture(scope="session")
-def chat_world_shared(chat_db_target: ChatDatabase) -> Iterator[WorldSession]:
+def chat_world_shared(chat_db_target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
     """One world for the session; callers must leave it as they found it (savepoints)."""
     with chat_db_target.connect(admin=True) as conn, conn.transaction():
-        world.isolate_sequences(conn)
+        if _exact(request, chat_db_target):
+            world.isolate_sequences(conn)
         yield WorldSession(conn, world.create(conn))
         raise psycopg.Rollback

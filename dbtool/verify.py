@@ -89,7 +89,7 @@ class _Collector:
             self.other.append(f"{report.nodeid} ({report.when}): {crash.message if crash else report.longrepr}")
 
 
-def run(url: str, *, junit_xml: str | None = None, quiet: bool = False) -> Report:
+def run(url: str, *, junit_xml: str | None = None, quiet: bool = False, exact: str = "auto") -> Report:
     """Run the policy suite against `url` (a role that bypasses RLS and may become the API
     roles: postgres on Supabase). pytest's progress goes to stderr."""
     import pytest
@@ -99,7 +99,7 @@ def run(url: str, *, junit_xml: str | None = None, quiet: bool = False) -> Repor
     report.before, seq_before = fingerprints(url)
     collector = _Collector()
     args = [str(SUITE), "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(SUITE), "-q",
-            "--no-header", "-W", "ignore::DeprecationWarning", f"--chat-db-url={url}"]
+            "--no-header", "-W", "ignore::DeprecationWarning", f"--chat-db-url={url}", f"--chat-db-exact={exact}"]
     if quiet:
         args.append("-q")
     if junit_xml:
@@ -123,7 +123,8 @@ def render(report: Report) -> str:
         lines.append(f"FAILED {cell.persona} | {cell.object} {cell.operation}: {cell.failure}")
     lines.extend(f"FAILED {f}" for f in report.other_failures)
     state = "unchanged" if report.unchanged else "CHANGED"
-    lines.append(f"database {state}: row counts and checksums of {', '.join(WATCHED)}"
-                 + (f" (message id sequence advanced by {report.sequence_advance}: sequences are not transactional)"
-                    if report.sequence_advance else ""))
+    lines.append(f"database {state}: row counts and checksums of {', '.join(WATCHED)}")
+    if report.sequence_advance:
+        lines.append(f"the message id sequence moved by {report.sequence_advance} (sequences are not transactional; "
+                     "--exact keeps it still, pausing message inserts for the run)")
     return "\n".join(lines)

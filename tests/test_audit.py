@@ -183,9 +183,9 @@ def test_widening_a_policy_is_dangerous(chat_db: ChatDatabase) -> None:
     assert [c.grade for c in policy] == ["dangerous"]
     assert "outsider | chat_threads select" in {c.object for c in changes if c.grade == "dangerous"}
     assert "safe" not in {c.grade for c in changes}
-    # The outsider now learns that the thread exists: another refusal, graded as such.
-    leak = next(c for c in changes if c.object.startswith("outsider | insert_chat_message()"))
-    assert leak.grade == "breaking" and "was P0002 thread not found" in leak.message
+    # The outsider now learns that the thread exists (history answers instead of P0002).
+    leak = next(c for c in changes if c.object == "outsider | chat_history() call (thread ab)")
+    assert leak.grade == "dangerous" and leak.message == "P0002 thread not found -> ok 0 rows"
 
 
 def test_narrowing_a_policy_is_breaking(chat_db: ChatDatabase) -> None:

@@ -163,3 +163,28 @@ def test_paging_while_a_writer_runs_concurrently(world_db: WorldDb) -> None:
     ids = [r["id"] for r in rows]
     assert ids[-len(expected):] == expected  # every older message exactly once, in order
     assert len(ids) == len(set(ids))
+
+
+def test_one_client_id_for_two_threads_at_once_gives_one_message(world_db: WorldDb) -> None:
+    """Racing calls reusing a _client_id in two threads: one message, and the other call is
+    refused rather than handed the first thread's message."""
+    w = world_db.world
+    other = rpc(world_db, w.alice.persona, "ensure_chat_thread",
+                {"_user_a_mongo_id": w.alice.mongo_id, "_user_b_mongo_id": w.erin.mongo_id}).rows[0]["thread_id"]
+    key = str(uuid.uuid4())
+    targets = [(w.thread_ab, w.bob), (other, w.erin)]
+
+    def send_to(i: int) -> Outcome:
+        thread, recipient = targets[i % 2]
+        return rpc(world_db, w.alice.persona, "insert_chat_message",
+                   {"_thread_id": thread, "_sender_mongo_id": w.alice.mongo_id,
+                    "_recipient_mongo_id": recipient.mongo_id, "_body": "once", "_client_id": key})
+
+    for _ in range(5):
+        key = str(uuid.uuid4())
+        results = in_parallel(2, send_to)
+        assert sorted((r.ok, r.sqlstate) for r in results) == [(False, "22023"), (True, None)]
+        refused = next(r for r in results if not r.ok)
+        assert refused.message == "_client_id was already used for a message in another thread"
+        assert world_db.admin.execute("select count(*) from public.chat_messages where client_id = %s",
+                                      (key,)).fetchone() == (1,)

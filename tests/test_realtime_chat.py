@@ -66,10 +66,8 @@ def test_a_missing_partition_loses_no_message(world_db: WorldDb) -> None:
 
 
 def test_a_broken_realtime_function_loses_no_message(world_db: WorldDb) -> None:
-    # Should Supabase change broadcast_changes, messages must still be saved.
-    world_db.admin.execute(
-        "alter function realtime.broadcast_changes(text, text, text, text, text, record, record, text) "
-        "rename to broadcast_changes_moved")
+    # Should Supabase change realtime.send, messages must still be saved.
+    world_db.admin.execute("alter function realtime.send(jsonb, text, text, boolean) rename to send_moved")
     row, warnings = send(world_db, "kept anyway")
     assert world_db.admin.execute("select count(*) from public.chat_messages where id = %s", (row["id"],)).fetchone() == (1,)
     assert len(warnings) == 1
@@ -128,3 +126,16 @@ def test_join_check_evaluates_membership_once_per_statement(world_db: WorldDb, p
     text = str(plan)
     assert "SubPlan" not in text
     assert "InitPlan" in text
+
+
+def test_the_broadcast_leaves_no_channel_setting_behind(world_db: WorldDb) -> None:
+    """realtime.send sets realtime.topic; the rest of the sender's transaction must not look
+    like a Realtime channel check for the thread's topic."""
+    w = world_db.world
+    with world_db.db.connect() as conn, postgrest.request(conn, w.alice.persona, method="POST"):
+        conn.execute("select * from public.insert_chat_message(%s, %s, %s, 'hi')",
+                     (w.thread_ab, w.alice.mongo_id, w.bob.mongo_id))
+        topic = conn.execute("select realtime.topic()").fetchone()
+        visible = conn.execute("select count(*) from realtime.messages").fetchone()
+    assert topic == (None,)
+    assert visible == (0,)

@@ -12,16 +12,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
-from dbtool import postgrest
+from dbtool import plans, postgrest
 from dbtool import world as worlds
 from dbtool.personas import Persona
 from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
 
 HISTORY_INDEX = "chat_messages_thread_id_created_at_id_idx"
-EXPRESSION_KEYS = ("Filter", "Index Cond", "Recheck Cond", "Join Filter", "One-Time Filter", "Hash Cond")
 
 
 @pytest.fixture(scope="module")
@@ -69,43 +67,24 @@ def loaded(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase) -> It
         yield db, world
 
 
-def walk(node: dict[str, Any], in_initplan: bool = False) -> Iterator[tuple[dict[str, Any], bool]]:
-    here = in_initplan or node.get("Parent Relationship") == "InitPlan"
-    yield node, here
-    for child in node.get("Plans", []):
-        yield from walk(child, here)
-
-
 def assert_once_per_statement(plan: dict[str, Any]) -> None:
     """No SubPlan anywhere; auth.uid() only inside InitPlans."""
-    assert "SubPlan" not in json.dumps(plan), "a subquery runs per row"
-    for node, in_initplan in walk(plan["Plan"]):
-        for key in EXPRESSION_KEYS:
-            if "uid()" in str(node.get(key, "")):
-                assert in_initplan, f"auth.uid() evaluated per row in {node['Node Type']}: {node[key]}"
+    found = plans.shape(plan)
+    assert found.subplans == 0, "a subquery runs per row"
+    assert found.uid_per_row == [], f"auth.uid() evaluated per row: {found.uid_per_row}"
 
 
 def node_types(plan: dict[str, Any]) -> list[str]:
-    return [n["Node Type"] for n, _ in walk(plan["Plan"])]
+    return plans.shape(plan).node_types
 
 
 def uses_index(plan: dict[str, Any], index: str) -> bool:
-    return any(n.get("Index Name") == index for n, _ in walk(plan["Plan"]))
+    return index in plans.shape(plan).indexes
 
 
 def explain(db: ChatDatabase, who: Persona, query: str, params: list[Any], types: list[str], generic: bool) -> dict[str, Any]:
-    """EXPLAIN a statement inside a PostgREST-style request; generic: as a prepared statement
-    whose plan the server no longer specialises (what PostgREST ends up with)."""
-    with db.connect() as conn, postgrest.request(conn, who):
-        if generic:
-            conn.execute("set local plan_cache_mode = force_generic_plan")
-        signature = f"({', '.join(types)})" if types else ""
-        conn.execute(f"prepare q{signature} as {query}")
-        literals = ", ".join(psycopg.sql.Literal(p).as_string(conn) for p in params)
-        arguments = f"({literals})" if params else ""
-        plan = conn.execute(f"explain (format json) execute q{arguments}").fetchone()[0][0]  # type: ignore[index]
-        conn.execute("deallocate q")
-    return plan  # type: ignore[no-any-return]
+    with db.connect() as conn:
+        return plans.explain(conn, who, query, params, types, generic)
 
 
 def rpc_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
@@ -186,3 +165,20 @@ def test_member_reads_return_only_their_rows(loaded: tuple[ChatDatabase, worlds.
         threads = postgrest.run(conn, world.alice.persona, "select count(*) as n from public.chat_threads")
     assert threads.rows == [{"n": 11}]
     assert got.rows == [{"n": 3 + 11 * 25}]  # the world's 3, then 25 generated in each of 11 threads
+
+
+def test_the_detector_sees_a_per_row_policy(chat_db: ChatDatabase) -> None:
+    """Negative control: the common `exists (...)` policy shape is evaluated per row, and the
+    plan reader reports it (so the tests above would catch a regression to it)."""
+    with chat_db.connect(admin=True) as conn:
+        world = worlds.create(conn)
+        conn.execute("drop policy chat_messages__select_participants on public.chat_messages")
+        conn.execute(
+            "create policy per_row on public.chat_messages for select to authenticated using (exists ("
+            "select from public.chat_threads t where t.thread_id = chat_messages.thread_id "
+            "and (select auth.uid()) in (t.user_a_supabase_id, t.user_b_supabase_id)))")
+        for generic in (False, True):
+            plan = plans.explain(conn, world.alice.persona, "select count(*) from public.chat_messages", [], [], generic)
+            assert plans.shape(plan).subplans >= 1
+            with pytest.raises(AssertionError, match="per row"):
+                assert_once_per_statement(plan)

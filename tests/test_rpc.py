@@ -163,7 +163,7 @@ def test_send_to_an_invisible_thread(world_db: WorldDb, which: str) -> None:
     ({"_sender_mongo_id": "xyz"}, "_sender_mongo_id"),
     ({"_recipient_mongo_id": "1" * 23}, "_recipient_mongo_id"),
     ({"_recipient_mongo_id": None}, "_recipient_mongo_id"),
-    ({"_recipient_mongo_id": "alice"}, "_recipient_mongo_id is not the other participant"),
+    ({"_recipient_mongo_id": "alice"}, "_recipient_mongo_id must differ from _sender_mongo_id"),
     ({"_recipient_mongo_id": "carol"}, "_recipient_mongo_id is not the other participant"),
 ])
 def test_send_invalid_arguments(world_db: WorldDb, override: dict[str, Any], message: str) -> None:

@@ -92,3 +92,19 @@ def test_fixtures_work_in_a_downstream_project(chat_db: ChatDatabase, tmp_path: 
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_sequences_move_only_when_asked_not_to_keep_them(chat_db: ChatDatabase) -> None:
+    def last_value() -> int:
+        with chat_db.connect(admin=True) as conn:
+            row = conn.execute("select last_value from public.chat_messages_id_seq").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    start = last_value()
+    assert run("verify", "--database-url", chat_db.admin_url).returncode == 0  # local: kept still
+    assert last_value() == start
+    loose = run("verify", "--database-url", chat_db.admin_url, "--no-exact")
+    assert loose.returncode == 0
+    assert last_value() > start
+    assert f"the message id sequence moved by {last_value() - start}" in loose.stdout

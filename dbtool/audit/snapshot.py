@@ -31,10 +31,11 @@ class Measured:
     isolated_sequences: list[str]
 
 
-def effective_matrix(conn: psycopg.Connection[Any], cfg: AuditConfig) -> Measured:
-    """Probe every operation as every persona inside a transaction that is rolled back."""
+def effective_matrix(conn: psycopg.Connection[Any], cfg: AuditConfig, exact: bool = False) -> Measured:
+    """Probe every operation as every persona inside a transaction that is rolled back;
+    `exact` also keeps the chat sequences still (pausing message inserts meanwhile)."""
     with conn.transaction():
-        isolated = worlds.isolate_sequences(conn)
+        isolated = worlds.isolate_sequences(conn) if exact else []
         world = worlds.create(conn)
         callers = probes.callers(world) + [
             probes.custom_caller(world, p.name, p.role, p.acts_as, p.claims) for p in cfg.personas]
@@ -70,7 +71,8 @@ def _grants(conn: psycopg.Connection[Any], cfg: AuditConfig) -> dict[str, list[s
     return out
 
 
-def take(conn: psycopg.Connection[Any], cfg: AuditConfig, database: str, with_matrix: bool = True) -> dict[str, Any]:
+def take(conn: psycopg.Connection[Any], cfg: AuditConfig, database: str, with_matrix: bool = True,
+         exact: bool = False) -> dict[str, Any]:
     """Everything that decides who may do what, as JSON-ready data."""
     with conn.transaction():
         conn.execute("set local transaction_read_only = on")
@@ -121,7 +123,7 @@ def take(conn: psycopg.Connection[Any], cfg: AuditConfig, database: str, with_ma
         "definer_functions": definers,
     }
     if with_matrix:
-        measured = effective_matrix(conn, cfg)
+        measured = effective_matrix(conn, cfg, exact)
         snap["matrix"] = {
             c.key: {"persona": c.persona, "role": measured.roles[c.persona], "object": c.object,
                     "operation": c.operation, "allowed": c.allowed, "result": c.short, "rows": c.rows}

@@ -166,7 +166,7 @@ grant insert (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id
 
 grant select, insert, update, delete on table public.chat_identities, public.chat_threads, public.chat_messages
   to service_role;
-grant usage on sequence public.chat_messages_id_seq to authenticated, service_role;
+-- No grant on chat_messages_id_seq: identity columns take their values without one.
 """
 
 DOWNGRADE = r"""

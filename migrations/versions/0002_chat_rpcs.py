@@ -28,18 +28,24 @@ depends_on = None
 UPGRADE = r"""
 -- Why a body is invalid, for insert_chat_message's messages; the table's inline checks (0001)
 -- state the same rule (a test proves they agree).
+-- PL/pgSQL rather than SQL: with its pinned search_path a SQL function cannot be inlined and
+-- would be planned again on every call; PL/pgSQL keeps its plans for the session.
 create function chat_private.chat_body_problem(_body text) returns text
-language sql
+language plpgsql
 immutable
 parallel safe
 set search_path = ''
 as $$
-  select case
-    when _body is null or _body = '' then 'body must not be empty'
-    when char_length(_body) > 4000 then format('body must be at most 4000 characters (got %s)', char_length(_body))
-    when _body ~ '^[\s\u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]*$'
-      then 'body must not be only whitespace'
-  end
+begin
+  if _body is null or _body = '' then
+    return 'body must not be empty';
+  elsif char_length(_body) > 4000 then
+    return format('body must be at most 4000 characters (got %s)', char_length(_body));
+  elsif _body ~ '^[\s\u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]*$' then
+    return 'body must not be only whitespace';
+  end if;
+  return null;
+end
 $$;
 comment on function chat_private.chat_body_problem(text) is
   'Why a message body is invalid (NULL when valid): empty, over 4000 characters, or only (Unicode) whitespace';
@@ -68,7 +74,7 @@ security invoker
 set search_path = ''
 as $$
 declare
-  caller uuid := (select auth.uid());
+  caller uuid := auth.uid();
   a text := lower(_user_a_mongo_id);
   b text := lower(_user_b_mongo_id);
   caller_mongo text;
@@ -138,13 +144,14 @@ security invoker
 set search_path = ''
 as $$
 declare
-  caller uuid := (select auth.uid());
+  caller uuid := auth.uid();
   wanted_thread text := lower(_thread_id);
   sender text := lower(_sender_mongo_id);
   recipient text := lower(_recipient_mongo_id);
   problem text := chat_private.chat_body_problem(_body);
   caller_mongo text;
-  thread public.chat_threads;
+  user_a text;
+  user_b text;
   message public.chat_messages;
 begin
   if caller is null then
@@ -163,47 +170,74 @@ begin
     raise exception using errcode = '22023',
       message = '_recipient_mongo_id must be a 24-character hexadecimal Mongo ObjectId';
   end if;
+  if recipient = sender then
+    raise exception using errcode = '22023', message = '_recipient_mongo_id must differ from _sender_mongo_id';
+  end if;
   if problem is not null then
     raise exception using errcode = '22023', message = problem;
   end if;
 
-  select i.mongo_id into caller_mongo from public.chat_identities i where i.supabase_user_id = caller;
+  if _client_id is null then
+    -- The common case in one statement: insert only if the caller is the sender and the
+    -- recipient the other participant of a thread they can see (RLS applies to both reads).
+    insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body)
+    select wanted_thread, sender, recipient, caller, _body
+    where exists (
+      select from public.chat_identities i
+      join public.chat_threads t on t.thread_id = wanted_thread
+      where i.supabase_user_id = caller and i.mongo_id = sender
+        and ((t.user_a_mongo_id = sender and t.user_b_mongo_id = recipient)
+          or (t.user_b_mongo_id = sender and t.user_a_mongo_id = recipient)))
+    returning * into message;
+    if message.id is not null then
+      return message;
+    end if;
+  end if;
+
+  -- Nothing inserted yet (or a _client_id to honour): find out why, in the contract's order.
+  -- The caller's identity and the thread in one read; RLS shows only the caller's own
+  -- identity row and only threads they take part in.
+  select i.mongo_id, t.user_a_mongo_id, t.user_b_mongo_id into caller_mongo, user_a, user_b
+  from public.chat_identities i
+  left join public.chat_threads t on t.thread_id = wanted_thread
+  where i.supabase_user_id = caller;
   if caller_mongo is distinct from sender then
     raise exception using errcode = '42501', message = 'sender does not match caller',
       hint = '_sender_mongo_id must be the Mongo id of the signed-in user';
   end if;
-
-  -- RLS: a thread the caller is not part of is as invisible as one that does not exist.
-  select * into thread from public.chat_threads t where t.thread_id = wanted_thread;
-  if thread.thread_id is null then
+  -- A thread the caller is not part of is as invisible as one that does not exist.
+  if user_a is null then
     raise exception using errcode = 'P0002', message = 'thread not found';
   end if;
-  if recipient is distinct from
-     (case when thread.user_a_mongo_id = sender then thread.user_b_mongo_id else thread.user_a_mongo_id end) then
+  if recipient is distinct from (case when user_a = sender then user_b else user_a end) then
     raise exception using errcode = '22023',
       message = '_recipient_mongo_id is not the other participant of this thread';
   end if;
-
-  if _client_id is not null then
-    select * into message from public.chat_messages m
-    where m.sender_supabase_id = caller and m.client_id = _client_id;
-    if message.id is not null then
-      if message.thread_id <> wanted_thread then
-        raise exception using errcode = '22023',
-          message = '_client_id was already used for a message in another thread';
-      end if;
-      return message;  -- a retry: the first row, nothing inserted
-    end if;
+  if _client_id is null then
+    -- Every check passes now but the insert found nothing: the thread went away meanwhile.
+    raise exception using errcode = 'P0002', message = 'thread not found';
   end if;
 
+  select * into message from public.chat_messages m where m.sender_supabase_id = caller and m.client_id = _client_id;
+  if message.id is not null then
+    if message.thread_id <> wanted_thread then
+      raise exception using errcode = '22023',
+        message = '_client_id was already used for a message in another thread';
+    end if;
+    return message;  -- a retry: the first row, nothing inserted
+  end if;
   insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body, client_id)
   values (wanted_thread, sender, recipient, caller, _body, _client_id)
   on conflict (sender_supabase_id, client_id) where client_id is not null do nothing
   returning * into message;
   if message.id is null then
-    -- a concurrent retry with the same _client_id won the race: return its row
+    -- a concurrent call with the same _client_id won the race: its row, if it is a retry
     select * into strict message from public.chat_messages m
     where m.sender_supabase_id = caller and m.client_id = _client_id;
+    if message.thread_id <> wanted_thread then
+      raise exception using errcode = '22023',
+        message = '_client_id was already used for a message in another thread';
+    end if;
   end if;
   return message;
 end
@@ -225,7 +259,7 @@ as $$
 declare
   wanted_thread text := lower(_thread_id);
 begin
-  if (select auth.uid()) is null then
+  if auth.uid() is null then
     raise exception using errcode = '42501', message = 'not authenticated',
       hint = 'call with a signed-in user''s access token';
   end if;

@@ -1,0 +1,42 @@
+"""The benchmark runs end to end (`python -m bench --quick`) and reports every figure.
+
+No thresholds here: performance is judged by the full benchmark (see the README), never by
+timed tests on a shared machine; this only proves every measurement runs and yields numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = {
+    "history_rls", "history_rpc", "member_page", "member_count",
+    "insert_1_durable", "insert_2_durable", "insert_8_durable", "insert_1_fsync_off", "insert_2_fsync_off",
+    "insert_8_fsync_off", "insert_2_bare", "join_read_400", "join_read_40", "join_read_flat", "join_write_flat",
+    "reset", "reset_cli", "seed",
+}
+
+
+def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out), "--markdown", str(md)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    figures = {f["key"]: f for f in result["figures"]}
+    assert set(figures) == FIGURES
+    for figure in figures.values():
+        assert math.isfinite(figure["value"]) and figure["value"] > 0, figure
+        assert figure["verdict"] == "information" or figure["verdict"] == "met" or figure["verdict"].startswith("missed")
+    for key in ("member_page", "member_count"):
+        for mode in ("custom", "generic"):
+            assert figures[key]["data"]["plans"][mode]["subplans"] == 0  # plan evidence is recorded
+    assert result["machine"]["cores"] and result["machine"]["postgresql"].startswith("17")
+    table = md.read_text()
+    assert table.count("\n|") == len(FIGURES) + 2  # header, rule, one row per figure
+    assert "| figure | goal | measured | verdict |" in table
