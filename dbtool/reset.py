@@ -100,30 +100,33 @@ def _is_small(conn: psycopg.Connection, tables: list[str]) -> bool:
 
 
 def wipe(conn: psycopg.Connection) -> list[str]:
-    """Empty every owned table and restart their identities. Small tables are emptied with
-    DELETE (a few ms), large ones with one TRUNCATE (new files, but independent of size)."""
+    """Empty every owned table, restart their identities, and add realtime.messages
+    partitions if the coming days lack them. Small tables are emptied with DELETE (a few
+    ms), large ones with one TRUNCATE (new files, but independent of size); either way in
+    one round trip."""
     tables = owned_tables(conn)
     if not tables:
         return tables
     listed = sql.SQL(", ").join(sql.SQL(t) for t in tables)  # already quoted by format('%I')
+    partitions = sql.SQL(
+        "select _dbtool.create_realtime_partitions() where to_regclass('realtime.messages_' "
+        "|| to_char((now() at time zone 'utc')::date + 3, 'YYYY_MM_DD')) is null"
+    )
     if not _is_small(conn, tables):
-        conn.execute(sql.SQL("truncate {} restart identity cascade").format(listed))
-        return tables
+        statements = [sql.SQL("truncate {} restart identity cascade").format(listed)]
+    else:
+        statements = [sql.SQL("delete from {}").format(sql.SQL(t)) for t in tables]
+        statements.append(sql.SQL(
+            "select setval(s.oid, 1, false) from pg_catalog.pg_class s "
+            "join pg_catalog.pg_depend d on d.objid = s.oid and d.deptype in ('a', 'i') "
+            "where s.relkind = 'S' and d.refobjid = any({}::regclass[])").format(sql.Literal(tables)))
+    script = sql.SQL("; ").join([*statements, partitions]).as_string(conn)
     try:
         with conn.transaction():
-            for table in tables:
-                conn.execute(sql.SQL("delete from {}").format(sql.SQL(table)))
+            conn.execute(script.encode())  # no parameters: one simple-protocol round trip
     except psycopg.errors.ForeignKeyViolation:  # someone else's table references ours
         conn.execute(sql.SQL("truncate {} restart identity cascade").format(listed))
-        return tables
-    conn.execute(
-        """
-        select setval(s.oid, 1, false)
-        from pg_catalog.pg_class s join pg_catalog.pg_depend d on d.objid = s.oid and d.deptype in ('a', 'i')
-        where s.relkind = 'S' and d.refobjid = any(%s::regclass[])
-        """,
-        (tables,),
-    )
+        conn.execute(partitions)
     return tables
 
 
@@ -147,7 +150,6 @@ def reset(target: Target, *, full: bool = False, force: bool = False, with_seed:
                 if reason is None:
                     with conn.transaction():
                         wiped = wipe(conn)
-                        standin.create_partitions(conn)
                         demo = seed.demo(conn) if with_seed else None
                         revision = conn.execute("select version_num from chat_migrations.alembic_version").fetchone()
                     return ResetResult("fast", "stand-in and migrations unchanged", time.monotonic() - began, wiped,
