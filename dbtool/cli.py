@@ -334,7 +334,7 @@ def _demo_text(demo: seed.DemoData | None) -> str:
 
 
 def _reset_text(result: reset_lib.ResetResult) -> str:
-    how = ("kept the database and wiped its data" if result.mode == "fast"
+    how = (f"kept the database and wiped its data ({result.wipe_method})" if result.mode == "fast"
            else "rebuilt the database (stand-in, migrations)")
     return f"reset in {result.seconds * 1000:.0f} ms: {how}; {result.reason}; at revision {result.revision}"
 

@@ -9,6 +9,7 @@ still is at the head revision. Anything else rebuilds from scratch.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,89 +46,106 @@ class ResetResult:
     reason: str
     seconds: float
     wiped: list[str] = field(default_factory=list)
+    wipe_method: str | None = None
     seeded: seed.DemoData | None = None
     revision: str | None = None
 
 
 REVISION_KEY = "schema_revision"
-SMALL = 10_000  # below this many rows in a table, DELETE beats TRUNCATE (no new files)
+WIPE_PLAN_KEY = "wipe_plan"
 
 
-def _why_rebuild(conn: psycopg.Connection, wanted: str) -> str | None:
-    """None when the fast path applies, else the reason to rebuild. Reads only the
-    database's own records: the fingerprint covers the migration files, so the head
-    recorded at the last rebuild is still the head (no need to load Alembic)."""
-    row = conn.execute(
-        "select to_regclass('_dbtool.state') is not null, to_regclass('chat_migrations.alembic_version') is not null"
-    ).fetchone()
-    if not row or not row[0]:
-        return "the database was not built by dbtool reset"
-    state: dict[str, str] = dict(conn.execute("select key, value from _dbtool.state").fetchall())
-    current = conn.execute("select version_num from chat_migrations.alembic_version").fetchone() if row[1] else None
-    if state.get(FINGERPRINT_KEY) is None:
+@dataclass(frozen=True)
+class Recorded:
+    """What the database says about its last reset, read in one round trip."""
+
+    state: dict[str, str]
+    revision: str | None
+    messages_bytes: int
+
+
+def _recorded(conn: psycopg.Connection) -> Recorded | None:
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "select (select jsonb_object_agg(key, value) from _dbtool.state), "
+                "(select version_num from chat_migrations.alembic_version), "
+                "coalesce(pg_catalog.pg_relation_size(to_regclass('public.chat_messages')), 0)"
+            ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    assert row is not None
+    return Recorded(row[0] or {}, row[1], int(row[2]))
+
+
+def _why_rebuild(recorded: Recorded | None, wanted: str) -> str | None:
+    """None when the fast path applies, else the reason to rebuild. The fingerprint covers
+    the migration files, so the head recorded at the last rebuild is still the head (no
+    need to load Alembic), and the wipe plan recorded then still fits the schema."""
+    state = recorded.state if recorded else {}
+    if recorded is None or state.get(FINGERPRINT_KEY) is None or WIPE_PLAN_KEY not in state:
         return "the database was not built by dbtool reset"
     if state.get(standin.STATE_KEY) != standin.fingerprint():
         return "the Supabase stand-in changed"
     if state[FINGERPRINT_KEY] != wanted:
         return "the migrations changed since the last reset"
-    if current is None or current[0] != state.get(REVISION_KEY):
-        return f"the database is at revision {current[0] if current else 'base'}, not at {state.get(REVISION_KEY)}"
+    if recorded.revision != state.get(REVISION_KEY):
+        return f"the database is at revision {recorded.revision or 'base'}, not at {state.get(REVISION_KEY)}"
     return None
 
 
+OWNED_TABLES = """
+    select format('%I.%I', n.nspname, c.relname)
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p') and not c.relispartition
+      and (n.nspname in ('public', 'chat_private')
+           or (n.nspname, c.relname) in (('auth', 'users'), ('realtime', 'messages')))
+"""
+OWNED_SEQUENCES = """
+    select format('%%I.%%I', n.nspname, s.relname)
+    from pg_catalog.pg_class s join pg_catalog.pg_namespace n on n.oid = s.relnamespace
+    join pg_catalog.pg_depend d on d.objid = s.oid and d.deptype in ('a', 'i')
+    where s.relkind = 'S' and d.refobjid = any(%s::regclass[])
+    order by 1
+"""
+# Children before parents, so that deletes need no cascades.
+WIPE_ORDER = ("realtime.messages", "public.chat_messages", "public.chat_threads", "public.chat_identities", "auth.users")
+SMALL_BYTES = 8 * 1024 * 1024  # chat_messages below this: DELETE beats TRUNCATE (no new files)
+
+
 def owned_tables(conn: psycopg.Connection) -> list[str]:
-    """Every table whose data we or the stand-in own: the chat tables, auth.users and
-    realtime.messages (partitions are truncated through their parent)."""
-    rows = conn.execute(
-        """
-        select format('%I.%I', n.nspname, c.relname)
-        from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-        where c.relkind in ('r', 'p') and not c.relispartition
-          and (n.nspname in ('public', 'chat_private')
-               or (n.nspname, c.relname) in (('auth', 'users'), ('realtime', 'messages')))
-        order by 1
-        """
-    ).fetchall()
-    return [r[0] for r in rows]
+    """Every table whose data we or the stand-in own (the chat tables, anything else in
+    public, auth.users, realtime.messages with its partitions), children first."""
+    rank = {name: i for i, name in enumerate(WIPE_ORDER)}
+    return sorted((r[0] for r in conn.execute(OWNED_TABLES).fetchall()), key=lambda t: (rank.get(t, -1), t))
 
 
-def _is_small(conn: psycopg.Connection, tables: list[str]) -> bool:
-    counts = sql.SQL(" + ").join(
-        sql.SQL("(select count(*) from (select from {} limit {}) x)").format(sql.SQL(t), SMALL) for t in tables
-    )
-    row = conn.execute(sql.SQL("select ") + counts).fetchone()
-    return bool(row and row[0] < SMALL)
-
-
-def wipe(conn: psycopg.Connection) -> list[str]:
-    """Empty every owned table, restart their identities, and add realtime.messages
-    partitions if the coming days lack them. Small tables are emptied with DELETE (a few
-    ms), large ones with one TRUNCATE (new files, but independent of size); either way in
-    one round trip."""
+def wipe_plan(conn: psycopg.Connection) -> dict[str, list[str]]:
+    """The tables to empty and the sequences to restart, recorded at each rebuild."""
     tables = owned_tables(conn)
-    if not tables:
-        return tables
-    listed = sql.SQL(", ").join(sql.SQL(t) for t in tables)  # already quoted by format('%I')
-    partitions = sql.SQL(
-        "select _dbtool.create_realtime_partitions() where to_regclass('realtime.messages_' "
-        "|| to_char((now() at time zone 'utc')::date + 3, 'YYYY_MM_DD')) is null"
-    )
-    if not _is_small(conn, tables):
+    return {"tables": tables, "sequences": [r[0] for r in conn.execute(OWNED_SEQUENCES, (tables,)).fetchall()]}
+
+
+def wipe(conn: psycopg.Connection, plan: dict[str, list[str]], large: bool) -> str:
+    """Empty the planned tables, restart their sequences, and add realtime.messages
+    partitions if the coming days lack them, in one round trip. Small data goes with
+    DELETE (a few ms), large with one TRUNCATE (new files, but independent of size).
+    Triggers are off while deleting: with children first, foreign-key cascades have nothing
+    left to do, and nothing is to be broadcast."""
+    listed = sql.SQL(", ").join(sql.SQL(t) for t in plan["tables"])  # names recorded quoted
+    statements: list[sql.Composable]
+    if large:
         statements = [sql.SQL("truncate {} restart identity cascade").format(listed)]
     else:
-        statements = [sql.SQL("delete from {}").format(sql.SQL(t)) for t in tables]
-        statements.append(sql.SQL(
-            "select setval(s.oid, 1, false) from pg_catalog.pg_class s "
-            "join pg_catalog.pg_depend d on d.objid = s.oid and d.deptype in ('a', 'i') "
-            "where s.relkind = 'S' and d.refobjid = any({}::regclass[])").format(sql.Literal(tables)))
-    script = sql.SQL("; ").join([*statements, partitions]).as_string(conn)
-    try:
-        with conn.transaction():
-            conn.execute(script.encode())  # no parameters: one simple-protocol round trip
-    except psycopg.errors.ForeignKeyViolation:  # someone else's table references ours
-        conn.execute(sql.SQL("truncate {} restart identity cascade").format(listed))
-        conn.execute(partitions)
-    return tables
+        statements = [sql.SQL("set local session_replication_role = replica")]
+        statements += [sql.SQL("delete from {}").format(sql.SQL(t)) for t in plan["tables"]]
+        statements += [sql.SQL("select setval({}, 1, false)").format(sql.Literal(q)) for q in plan["sequences"]]
+        statements.append(sql.SQL("set local session_replication_role = origin"))
+    statements.append(sql.SQL(
+        "select _dbtool.create_realtime_partitions() where to_regclass('realtime.messages_' "
+        "|| to_char((now() at time zone 'utc')::date + 3, 'YYYY_MM_DD')) is null"))
+    conn.execute(sql.SQL("; ").join(statements).as_string(conn).encode())  # one simple-protocol round trip
+    return "truncate" if large else "delete"
 
 
 def reset(target: Target, *, full: bool = False, force: bool = False, with_seed: bool = True,
@@ -146,14 +164,15 @@ def reset(target: Target, *, full: bool = False, force: bool = False, with_seed:
             reason = "the database does not exist yet"
         else:
             with conn:
-                reason = _why_rebuild(conn, wanted)
-                if reason is None:
+                recorded = _recorded(conn)
+                reason = _why_rebuild(recorded, wanted)
+                if reason is None and recorded is not None:
+                    plan = json.loads(recorded.state[WIPE_PLAN_KEY])
                     with conn.transaction():
-                        wiped = wipe(conn)
-                        demo = seed.demo(conn) if with_seed else None
-                        revision = conn.execute("select version_num from chat_migrations.alembic_version").fetchone()
-                    return ResetResult("fast", "stand-in and migrations unchanged", time.monotonic() - began, wiped,
-                                       demo, revision[0] if revision else None)
+                        method = wipe(conn, plan, recorded.messages_bytes > SMALL_BYTES)
+                        demo = _seed(conn) if with_seed else None
+                    return ResetResult("fast", "stand-in and migrations unchanged", time.monotonic() - began,
+                                       plan["tables"], method, demo, recorded.revision)
     reason = reason or "unknown"
     progress(f"rebuilding {database_name(target.url)}: {reason}")
     _refuse_supabase(target)
@@ -162,10 +181,20 @@ def reset(target: Target, *, full: bool = False, force: bool = False, with_seed:
         conn.cursor().executemany(
             "insert into _dbtool.state (key, value) values (%s, %s) "
             "on conflict (key) do update set value = excluded.value, updated_at = now()",
-            [(FINGERPRINT_KEY, wanted), (REVISION_KEY, built.migrated.after or "")],
+            [(FINGERPRINT_KEY, wanted), (REVISION_KEY, built.migrated.after or ""),
+             (WIPE_PLAN_KEY, json.dumps(wipe_plan(conn)))],
         )
-        demo = seed.demo(conn) if with_seed else None
-    return ResetResult("full", reason, time.monotonic() - began, [], demo, built.migrated.after)
+        demo = _seed(conn) if with_seed else None
+    return ResetResult("full", reason, time.monotonic() - began, [], None, demo, built.migrated.after)
+
+
+def _seed(conn: psycopg.Connection) -> seed.DemoData:
+    """The demo personas, without triggers: constant rows that satisfy every constraint, and
+    history that needs no broadcast."""
+    conn.execute("set local session_replication_role = replica")
+    demo = seed.demo(conn)
+    conn.execute("set local session_replication_role = origin")
+    return demo
 
 
 def _refuse_supabase(target: Target) -> None:
