@@ -175,21 +175,24 @@ def _exact(request: pytest.FixtureRequest, target: ChatDatabase) -> bool:
     return is_local(target.url) if mode == "auto" else mode == "yes"
 
 
-@pytest.fixture
-def chat_world(chat_db_target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
-    """A fresh world in a transaction that is always rolled back (safe on staging)."""
-    with chat_db_target.connect(admin=True) as conn, conn.transaction():
-        if _exact(request, chat_db_target):
+@contextmanager
+def _world_session(target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
+    with target.connect(admin=True) as conn, conn.transaction():
+        if _exact(request, target):
             world.isolate_sequences(conn)
         yield WorldSession(conn, world.create(conn))
         raise psycopg.Rollback
+
+
+@pytest.fixture
+def chat_world(chat_db_target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
+    """A fresh world in a transaction that is always rolled back (safe on staging)."""
+    with _world_session(chat_db_target, request) as session:
+        yield session
 
 
 @pytest.fixture(scope="session")
 def chat_world_shared(chat_db_target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
     """One world for the session; callers must leave it as they found it (savepoints)."""
-    with chat_db_target.connect(admin=True) as conn, conn.transaction():
-        if _exact(request, chat_db_target):
-            world.isolate_sequences(conn)
-        yield WorldSession(conn, world.create(conn))
-        raise psycopg.Rollback
+    with _world_session(chat_db_target, request) as session:
+        yield session

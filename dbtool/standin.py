@@ -131,15 +131,28 @@ def _inventory(conn: psycopg.Connection) -> dict[str, list[str]]:
         where i.inhparent = 'realtime.messages'::regclass order by 1
         """
     ).fetchall()
+    publications = conn.execute(
+        "select pubname || ' (owner ' || pg_get_userbyid(pubowner) || ')' from pg_catalog.pg_publication "
+        "where pubname = 'supabase_realtime'"
+    ).fetchall()
+    defaults = conn.execute(
+        """
+        select format('%s in %s: %s -> %s', pg_get_userbyid(d.defaclrole), d.defaclnamespace::regnamespace,
+                      case d.defaclobjtype when 'r' then 'tables' when 'S' then 'sequences'
+                                           when 'f' then 'functions' else d.defaclobjtype::text end,
+                      string_agg(distinct a.grantee::regrole::text, ', '))
+        from pg_catalog.pg_default_acl d cross join lateral aclexplode(d.defaclacl) a
+        where d.defaclnamespace = 'public'::regnamespace and a.grantee <> d.defaclrole
+        group by d.defaclrole, d.defaclnamespace, d.defaclobjtype order by 1
+        """
+    ).fetchall()
     return {
         "roles": [r[0] for r in roles],
         "tables": [r[0] for r in relations],
         "functions": [r[0] for r in functions],
         "partitions": [r[0] for r in partitions],
-        "publications": ["supabase_realtime"],
-        "default privileges": [
-            "public: tables, sequences, functions of postgres and supabase_admin -> anon, authenticated, service_role"
-        ],
+        "publications": [r[0] for r in publications],
+        "default privileges": [r[0] for r in defaults],
     }
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from dbtool import build, standin
 from dbtool import world as worlds
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,17 @@ def world_db(chat_db: ChatDatabase) -> Iterator[WorldDb]:
         with admin.transaction():
             world = worlds.create(admin)
         yield WorldDb(chat_db, world, admin)
+
+
+@pytest.fixture
+def bare(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
+    """A new database with the Supabase stand-in only, as CI finds one before migrating."""
+    name = f"chat_db_bare_{abs(hash(request.node.nodeid)) % 10**8}"
+    db = chat_db_server.database(name)
+    build.create_database(db.admin_url, name)
+    with db.connect(admin=True) as conn:
+        standin.install(conn)
+    try:
+        yield db
+    finally:
+        build.drop_database(db.admin_url, name)

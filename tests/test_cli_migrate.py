@@ -7,30 +7,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dbtool import build, migrate, paths, standin
+from dbtool import migrate, paths
 from dbtool.errors import MigrationError
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.pytest_plugin import ChatDatabase
 
 LOCK_KEY = int.from_bytes(b"chat-db\x01", "big")  # migrations/env.py
-
-
-@pytest.fixture
-def fresh(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
-    """A database with the stand-in only, as CI finds one before its first migration."""
-    name = f"chat_db_ci_{abs(hash(request.node.nodeid)) % 10**8}"
-    db = chat_db_server.database(name)
-    build.create_database(db.admin_url, name)
-    with db.connect(admin=True) as conn:
-        standin.install(conn)
-    try:
-        yield db
-    finally:
-        build.drop_database(db.admin_url, name)
 
 
 def dbtool(*args: str) -> subprocess.Popen[str]:
@@ -39,18 +24,18 @@ def dbtool(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_two_runners_at_once_serialise_and_both_succeed(fresh: ChatDatabase) -> None:
-    with fresh.connect() as holder:
+def test_two_runners_at_once_serialise_and_both_succeed(bare: ChatDatabase) -> None:
+    with bare.connect() as holder:
         holder.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))  # hold the gate until both wait
-        runners = [dbtool("migrate", "--database-url", fresh.url) for _ in range(2)]
+        runners = [dbtool("migrate", "--database-url", bare.url) for _ in range(2)]
         deadline = time.monotonic() + 60
         outputs: list[str] = []
         while time.monotonic() < deadline and all(r.poll() is None for r in runners):
             time.sleep(0.2)
-            with fresh.connect(admin=True) as conn:
+            with bare.connect(admin=True) as conn:
                 waiting = conn.execute(
                     "select count(*) from pg_stat_activity where datname = %s and application_name = '' "
-                    "and pid <> pg_backend_pid() and pid <> %s", (fresh.name, holder.info.backend_pid)).fetchone()
+                    "and pid <> pg_backend_pid() and pid <> %s", (bare.name, holder.info.backend_pid)).fetchone()
             if waiting and waiting[0] >= 2:
                 break
         assert all(r.poll() is None for r in runners), "a runner did not wait for the lock"
@@ -63,21 +48,21 @@ def test_two_runners_at_once_serialise_and_both_succeed(fresh: ChatDatabase) -> 
     idle = [o for o in outputs if "nothing to do: already at " + migrate.heads()[0] in o]
     assert len(applied) == 1 and len(idle) == 1, outputs
     assert all("waiting for the migration lock held by pid" in o for o in outputs)
-    assert migrate.current(fresh.url) == migrate.heads()[0]
+    assert migrate.current(bare.url) == migrate.heads()[0]
 
 
-def test_blocked_ddl_fails_fast_and_leaves_the_revision(fresh: ChatDatabase) -> None:
-    migrate.upgrade(migrate.MigrateSettings(fresh.url), "0002")
-    with fresh.connect(autocommit=False) as app:
+def test_blocked_ddl_fails_fast_and_leaves_the_revision(bare: ChatDatabase) -> None:
+    migrate.upgrade(migrate.MigrateSettings(bare.url), "0002")
+    with bare.connect(autocommit=False) as app:
         # Realtime reading its queue: CREATE POLICY on realtime.messages needs an exclusive lock.
         app.execute("select count(*) from realtime.messages")
-        runner = dbtool("migrate", "--database-url", fresh.url, "--lock-timeout", "300ms")
+        runner = dbtool("migrate", "--database-url", bare.url, "--lock-timeout", "300ms")
         _out, err = runner.communicate(timeout=120)
         app.rollback()
     assert runner.returncode == 1
     assert "Error: revision 0003 could not get a lock within lock_timeout=300ms" in err
     assert "the database stays at revision 0002" in err
-    assert migrate.current(fresh.url) == "0002"
+    assert migrate.current(bare.url) == "0002"
 
 
 BROKEN = '''"""broken on purpose
@@ -104,24 +89,24 @@ def downgrade() -> None:
 '''
 
 
-def test_a_revision_failing_midway_leaves_the_previous_one_intact(fresh: ChatDatabase, tmp_path: Path) -> None:
+def test_a_revision_failing_midway_leaves_the_previous_one_intact(bare: ChatDatabase, tmp_path: Path) -> None:
     scripts = tmp_path / "migrations"
     shutil.copytree(paths.migrations_dir(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
     head = migrate.heads()[0]
     (scripts / "versions" / "0099_broken.py").write_text(BROKEN.format(head=head))
-    settings = migrate.MigrateSettings(fresh.url, script_location=str(scripts))
+    settings = migrate.MigrateSettings(bare.url, script_location=str(scripts))
     with pytest.raises(MigrationError) as failure:
         migrate.upgrade(settings, "head")
     assert str(failure.value) == (
         f"revision 0099 failed: division by zero; the database stays at revision {head} "
         "(each revision runs in its own transaction)")
-    assert migrate.current(fresh.url) == head
-    with fresh.connect() as conn:
+    assert migrate.current(bare.url) == head
+    with bare.connect() as conn:
         assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
 
 
-def test_migrate_prints_each_revision_and_json(fresh: ChatDatabase) -> None:
-    runner = dbtool("migrate", "--database-url", fresh.url, "--json")
+def test_migrate_prints_each_revision_and_json(bare: ChatDatabase) -> None:
+    runner = dbtool("migrate", "--database-url", bare.url, "--json")
     out, err = runner.communicate(timeout=120)
     assert runner.returncode == 0, err
     for rev, _, description in migrate.history():
@@ -133,12 +118,12 @@ def test_migrate_prints_each_revision_and_json(fresh: ChatDatabase) -> None:
     assert [a["revision"] for a in report["applied"]] == [r for r, _, _ in migrate.history()]
 
 
-def test_downgrade_and_history_and_sql(fresh: ChatDatabase) -> None:
-    migrate.upgrade(migrate.MigrateSettings(fresh.url), "head")
-    down = dbtool("downgrade", "-1", "--database-url", fresh.url)
+def test_downgrade_and_history_and_sql(bare: ChatDatabase) -> None:
+    migrate.upgrade(migrate.MigrateSettings(bare.url), "head")
+    down = dbtool("downgrade", "-1", "--database-url", bare.url)
     _, err = down.communicate(timeout=120)
     assert down.returncode == 0 and "reverted 0003" in err
-    assert migrate.current(fresh.url) == "0002"
+    assert migrate.current(bare.url) == "0002"
     history = dbtool("migrate", "--history")
     out, _ = history.communicate(timeout=60)
     assert "0001" in out and "0003" in out
@@ -147,8 +132,8 @@ def test_downgrade_and_history_and_sql(fresh: ChatDatabase) -> None:
     assert sql.returncode == 0 and "drop table public.chat_messages" in out
 
 
-def test_unknown_revision_is_a_clear_error(fresh: ChatDatabase) -> None:
-    runner = dbtool("migrate", "--database-url", fresh.url, "--to", "9999")
+def test_unknown_revision_is_a_clear_error(bare: ChatDatabase) -> None:
+    runner = dbtool("migrate", "--database-url", bare.url, "--to", "9999")
     _, err = runner.communicate(timeout=60)
     assert runner.returncode == 1
     assert err.strip().splitlines()[-1].startswith("Error: Can't locate revision identified by '9999'")

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from dbtool import postgrest
+from dbtool import world as worlds
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.world import Member
@@ -91,6 +92,13 @@ def test_concurrent_retries_insert_once(world_db: WorldDb) -> None:
     assert world_db.counts()["public.chat_messages"] == before + 1
 
 
+def newest_first(wdb: WorldDb) -> list[int]:
+    """Every message id of thread ab, in history order."""
+    return [r[0] for r in wdb.admin.execute(
+        "select id from public.chat_messages where thread_id = %s order by created_at desc, id desc",
+        (wdb.world.thread_ab,))]
+
+
 def page_through(wdb: WorldDb, reader: Member, limit: int, between: Callable[[int], None]) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     cursor: dict[str, Any] = {}
@@ -112,11 +120,8 @@ def test_paging_neither_skips_nor_repeats_with_equal_timestamps_and_inserts_betw
     # 30 more messages sharing one created_at (one transaction), after the world's 3 (another one).
     with world_db.admin.transaction():
         for n in range(30):
-            world_db.admin.execute(
-                "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body)"
-                " values (%s, %s, %s, %s, %s)", (w.thread_ab, w.alice.mongo_id, w.bob.mongo_id, w.alice.uid, f"same time {n}"))
-    expected = [r[0] for r in world_db.admin.execute(
-        "select id from public.chat_messages where thread_id = %s order by created_at desc, id desc", (w.thread_ab,))]
+            worlds.insert_message(world_db.admin, w.thread_ab, w.alice, w.bob, f"same time {n}")
+    expected = newest_first(world_db)
     assert len(expected) == 33
     same_time = world_db.admin.execute(
         "select count(distinct created_at) from public.chat_messages where thread_id = %s", (w.thread_ab,)).fetchone()
@@ -142,11 +147,8 @@ def test_paging_while_a_writer_runs_concurrently(world_db: WorldDb) -> None:
     w = world_db.world
     with world_db.admin.transaction():
         for n in range(40):
-            world_db.admin.execute(
-                "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body)"
-                " values (%s, %s, %s, %s, %s)", (w.thread_ab, w.bob.mongo_id, w.alice.mongo_id, w.bob.uid, f"m{n}"))
-    expected = [r[0] for r in world_db.admin.execute(
-        "select id from public.chat_messages where thread_id = %s order by created_at desc, id desc", (w.thread_ab,))]
+            worlds.insert_message(world_db.admin, w.thread_ab, w.bob, w.alice, f"m{n}")
+    expected = newest_first(world_db)
     stop = threading.Event()
 
     def writer() -> None:

@@ -7,33 +7,15 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
-from dbtool import build, migrate, paths
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool import migrate, paths
+from dbtool.pytest_plugin import ChatDatabase
 from dbtool.urls import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def bare(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
-    """A new database with only the stand-in (no migrations)."""
-    name = f"chat_db_bare_{abs(hash(request.node.nodeid)) % 10**8}"
-    db = chat_db_server.database(name)
-    build.create_database(db.admin_url, name)
-    with db.connect(admin=True) as conn:
-        from dbtool import standin
-
-        standin.install(conn)
-    try:
-        yield db
-    finally:
-        build.drop_database(db.admin_url, name)
 
 
 def schema_dump(db: ChatDatabase) -> str:
