@@ -16,7 +16,9 @@ Create Date: 2026-11-21
 * Realtime authorises a channel by setting realtime.topic and checking probe rows; the
   membership part does not depend on the row, so it is wrapped to run once per statement.
 * We never create, alter or drop Supabase's objects; we only add and remove our policies
-  on realtime.messages and our table in the supabase_realtime publication.
+  on realtime.messages and our table in the supabase_realtime publication. The policies'
+  explanations are SQL comments, not COMMENT ON POLICY: on hosted images before supautils
+  3.3 the migration role may create policies on realtime.messages but not comment on them.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ comment on function chat_private.is_chat_topic_participant(text) is
 revoke all on function chat_private.is_chat_topic_participant(text) from public;
 grant execute on function chat_private.is_chat_topic_participant(text) to authenticated;
 
+-- chat_realtime__select_participants: Participants may join chat:<thread_id> and receive its broadcasts and presence.
 create policy chat_realtime__select_participants on realtime.messages
   for select to authenticated
   using (
@@ -87,9 +90,9 @@ create policy chat_realtime__select_participants on realtime.messages
     and extension in ('broadcast', 'presence')
     and topic = (select realtime.topic())
     and (select chat_private.is_chat_topic_participant(realtime.topic())));
-comment on policy chat_realtime__select_participants on realtime.messages is
-  'Participants may join chat:<thread_id> and receive its broadcasts and presence';
 
+-- chat_realtime__insert_presence_participants: Participants may track presence (typing, online)
+-- on chat:<thread_id>; broadcasts come only from the trigger.
 create policy chat_realtime__insert_presence_participants on realtime.messages
   for insert to authenticated
   with check (
@@ -97,9 +100,9 @@ create policy chat_realtime__insert_presence_participants on realtime.messages
     and extension = 'presence'
     and topic = (select realtime.topic())
     and (select chat_private.is_chat_topic_participant(realtime.topic())));
-comment on policy chat_realtime__insert_presence_participants on realtime.messages is
-  'Participants may track presence (typing, online) on chat:<thread_id>; broadcasts come only from the trigger';
 
+-- chat_realtime__guard_authenticated: Whatever other policies allow, on chat topics a user reads
+-- only as a participant and writes only presence.
 create policy chat_realtime__guard_authenticated on realtime.messages
   as restrictive
   for all to authenticated
@@ -113,16 +116,13 @@ create policy chat_realtime__guard_authenticated on realtime.messages
     or (extension = 'presence'
         and topic = (select realtime.topic())
         and (select chat_private.is_chat_topic_participant(realtime.topic()))));
-comment on policy chat_realtime__guard_authenticated on realtime.messages is
-  'Whatever other policies allow, on chat topics a user reads only as a participant and writes only presence';
 
+-- chat_realtime__guard_anon: Whatever other policies allow, anon never reads or writes chat topics.
 create policy chat_realtime__guard_anon on realtime.messages
   as restrictive
   for all to anon
   using (not starts_with(topic, 'chat:'))
   with check (not starts_with(topic, 'chat:'));
-comment on policy chat_realtime__guard_anon on realtime.messages is
-  'Whatever other policies allow, anon never reads or writes chat topics';
 
 -- Postgres Changes fallback (RLS applies to it too), where Supabase's publication exists.
 do $publication$

@@ -48,18 +48,32 @@ alter role authenticated set statement_timeout = '8s';
 alter role authenticator set statement_timeout = '8s';
 alter role authenticator set lock_timeout = '8s';
 
--- Memberships: authenticator may become any API role; postgres holds them too, and holds
--- supabase_realtime_admin so that it can manage policies on realtime.messages (without
--- Supabase's supautils extension this is the only way to allow that on plain PostgreSQL).
+-- Memberships: authenticator may become any API role; postgres holds them too (with admin
+-- option, so it can grant them onwards, as on Supabase).
 do $grants$
 begin
   if current_setting('server_version_num')::int >= 160000 then
     execute 'grant anon, authenticated, service_role to authenticator with inherit false';
-    execute 'grant anon, authenticated, service_role to postgres with admin option';
   else
     execute 'grant anon, authenticated, service_role to authenticator';
-    execute 'grant anon, authenticated, service_role to postgres with admin option';
   end if;
-  execute 'grant supabase_realtime_admin to postgres';
+  execute 'grant anon, authenticated, service_role to postgres with admin option';
 end
 $grants$;
+
+-- On current hosted projects postgres is NOT a member of the platform's admin roles
+-- (Realtime's migration 20260707120000_restrict_realtime_schema revokes it); policy DDL on
+-- the platform tables is let through by supautils instead, which the stand-in emulates in
+-- 95_platform_guard.sql. Earlier stand-ins granted the membership: take it back.
+do $revoke$
+declare
+  admin_role text;
+begin
+  foreach admin_role in array array['supabase_realtime_admin', 'supabase_auth_admin'] loop
+    if exists (select from pg_catalog.pg_auth_members m
+               where m.roleid = admin_role::regrole and m.member = 'postgres'::regrole) then
+      execute format('revoke %I from postgres cascade', admin_role);
+    end if;
+  end loop;
+end
+$revoke$;
