@@ -19,13 +19,14 @@ from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.world import Member, World, thread_id
 
-PERSONAS = ("anon", "no_sub", "outsider", "participant_a", "participant_b", "service_role")
+PERSONAS = ("anon", "no_sub", "outsider", "participant_a", "participant_b", "custom_role", "service_role")
 PERSONA_LABELS = {
     "anon": "anon",
     "no_sub": "authenticated, no sub",
     "outsider": "outsider",
     "participant_a": "participant A",
     "participant_b": "participant B",
+    "custom_role": "custom role",
     "service_role": "service_role",
 }
 
@@ -45,7 +46,10 @@ class Caller:
 def caller(world: World, key: str) -> Caller:
     """One of the standard personas. Callers without an identity of their own (anon, no sub,
     service_role) act with alice's ids, i.e. they try to act as a participant."""
-    fixed = {"anon": personas.anon(), "no_sub": personas.authenticated_without_sub(), "service_role": personas.service()}
+    fixed = {"anon": personas.anon(), "no_sub": personas.authenticated_without_sub(), "service_role": personas.service(),
+             # a custom JWT role carrying participant A's `sub`: the guards must still hold
+             "custom_role": personas.Persona("custom role", world.custom_role,
+                                             {**world.alice.persona.claims, "role": world.custom_role})}
     members = {"outsider": world.carol, "participant_a": world.alice, "participant_b": world.bob}
     who = fixed[key] if key in fixed else members[key].persona
     actor = {"outsider": world.carol, "participant_b": world.bob}.get(key, world.alice)

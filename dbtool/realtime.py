@@ -69,20 +69,24 @@ def read_check(
     """May `persona` join the private channel `topic`? (run as the server's role on `conn`)."""
     probes = {ext: uuid.uuid4() for ext in extensions}
     now = _now()
-    with _rolled_back(conn):
-        with conn.cursor() as cur:
-            cur.executemany(
-                "insert into realtime.messages (id, topic, extension, inserted_at, updated_at) "
-                "values (%s, %s, %s, %s, %s)",
-                [(pid, topic, ext, now, now) for ext, pid in probes.items()],
-            )
-        _set_user(conn, persona, topic)
-        seen = {
-            row[0]
-            for row in conn.execute(
-                "select id from realtime.messages where id = any(%s)", (list(probes.values()),)
-            ).fetchall()
-        }
+    try:
+        with _rolled_back(conn):
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "insert into realtime.messages (id, topic, extension, inserted_at, updated_at) "
+                    "values (%s, %s, %s, %s, %s)",
+                    [(pid, topic, ext, now, now) for ext, pid in probes.items()],
+                )
+            _set_user(conn, persona, topic)
+            seen = {
+                row[0]
+                for row in conn.execute(
+                    "select id from realtime.messages where id = any(%s)", (list(probes.values()),)
+                ).fetchall()
+            }
+    except psycopg.errors.InsufficientPrivilege:
+        # A role without SELECT on realtime.messages: the server's query fails, the join is refused.
+        seen = set()
     return ChannelAccess(topic, {ext: pid in seen for ext, pid in probes.items()})
 
 

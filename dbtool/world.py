@@ -48,6 +48,7 @@ class World:
     erin: Member
     frank_uid: str  # a signed-up user without a chat identity
     unregistered_mongo_id: str
+    custom_role: str  # a role a JWT may carry besides anon/authenticated (see add_custom_role)
     messages: dict[str, list[int]] = field(default_factory=dict)
 
     @property
@@ -107,7 +108,7 @@ def create(conn: psycopg.Connection[Any]) -> World:
             "insert into public.chat_identities (supabase_user_id, mongo_id) values (%s, %s)",
             [(m.uid, m.mongo_id) for m in (alice, bob, carol, dave, erin)],
         )
-    world = World(alice, bob, carol, dave, erin, frank_uid, secrets.token_hex(12))
+    world = World(alice, bob, carol, dave, erin, frank_uid, secrets.token_hex(12), add_custom_role(conn))
     insert_thread(conn, alice, bob)
     insert_thread(conn, carol, dave)
     world.messages["ab"] = [
@@ -120,6 +121,23 @@ def create(conn: psycopg.Connection[Any]) -> World:
         insert_message(conn, world.thread_cd, dave, carol, "hello carol"),
     ]
     return world
+
+
+def add_custom_role(conn: psycopg.Connection[Any]) -> str:
+    """A role that `authenticator` could switch to for a JWT with a custom `role` claim, as a
+    project may add for another feature: it can use the schemas and, where the connection may
+    grant it, read and write realtime.messages. Created in the caller's transaction (rolled
+    back with the world); needs CREATEROLE, which postgres has on Supabase."""
+    name = f"chat_probe_custom_{secrets.token_hex(4)}"
+    conn.execute(f"create role {name} nologin")
+    conn.execute(f"grant {name} to current_user")
+    conn.execute(f"grant usage on schema public, realtime to {name}")
+    try:
+        with conn.transaction():
+            conn.execute(f"grant select, insert on table realtime.messages to {name}")
+    except psycopg.errors.InsufficientPrivilege:
+        pass  # without the grant option the role simply holds no privilege there
+    return name
 
 
 def isolate_sequences(conn: psycopg.Connection[Any], wait: str = "2s") -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,3 +140,65 @@ def test_the_broadcast_leaves_no_channel_setting_behind(world_db: WorldDb) -> No
         visible = conn.execute("select count(*) from realtime.messages").fetchone()
     assert topic == (None,)
     assert visible == (0,)
+
+
+def test_a_send_behind_a_realtime_table_lock_keeps_the_message(world_db: WorldDb) -> None:
+    """Partition maintenance and policy DDL hold ACCESS EXCLUSIVE on realtime.messages; a
+    send waits briefly, then commits the message without its broadcast (a WARNING), instead
+    of running into authenticated's statement_timeout and losing the message."""
+    with world_db.db.connect(admin=True) as holder, holder.transaction(force_rollback=True):
+        holder.execute("lock table realtime.messages in access exclusive mode")
+        row, warnings = send(world_db, "sent while realtime.messages was locked")
+        saved = holder.execute("select body from public.chat_messages where id = %s", (row["id"],)).fetchone()
+    assert saved == ("sent while realtime.messages was locked",)
+    assert len(warnings) == 1 and "lock timeout" in warnings[0]
+    assert world_db.admin.execute(
+        "select count(*) from realtime.messages where payload -> 'record' ->> 'id' = %s", (str(row["id"]),)
+    ).fetchone() == (0,)
+
+
+def test_the_lock_wait_bound_does_not_outlive_the_broadcast(world_db: WorldDb) -> None:
+    w = world_db.world
+    with world_db.db.connect() as conn, postgrest.request(conn, w.alice.persona, method="POST"):
+        before = conn.execute("select current_setting('lock_timeout')").fetchone()
+        conn.execute("select * from public.insert_chat_message(%s, %s, %s, 'hi')",
+                     (w.thread_ab, w.alice.mongo_id, w.bob.mongo_id))
+        after = conn.execute("select current_setting('lock_timeout')").fetchone()
+    assert before == after
+
+
+@pytest.fixture
+def custom_role(world_db: WorldDb) -> Any:
+    """A role a JWT may carry besides anon/authenticated (authenticator can become it), with
+    table privileges on realtime.messages and another feature's wide-open policies."""
+    name = f"chat_custom_{secrets.token_hex(4)}"
+    admin = world_db.admin
+    admin.execute(f"create role {name} nologin")
+    admin.execute(f"grant {name} to authenticator, postgres")
+    admin.execute(f"grant usage on schema realtime to {name}")
+    admin.execute(f"grant select, insert on realtime.messages to {name}")
+    admin.execute(f"create policy other_{name} on realtime.messages for all to {name} using (true) with check (true)")
+    try:
+        yield name
+    finally:
+        admin.execute(f"drop policy other_{name} on realtime.messages")
+        admin.execute(f"drop owned by {name}")
+        admin.execute(f"drop role {name}")
+
+
+def test_guards_hold_for_every_role(world_db: WorldDb, custom_role: str) -> None:
+    """A custom JWT role plus a permissive `using (true)` policy never reads a chat topic nor
+    forges a broadcast there, even with a participant's `sub`; other topics keep what the
+    other policy gives them."""
+    w = world_db.world
+    persona = personas.Persona("custom", custom_role, {**w.alice.persona.claims, "role": custom_role})
+    ab = f"chat:{w.thread_ab}"
+    with world_db.db.connect() as conn:
+        chat_read = realtime.read_check(conn, persona, ab).allowed
+        chat_write = realtime.write_check(conn, persona, ab).allowed
+        lobby_read = realtime.read_check(conn, persona, "room:lobby").allowed
+        lobby_write = realtime.write_check(conn, persona, "room:lobby").allowed
+    assert chat_read == {"broadcast": False, "presence": False}
+    assert chat_write == {"broadcast": False, "presence": False}
+    assert lobby_read == {"broadcast": True, "presence": True}
+    assert lobby_write == {"broadcast": True, "presence": True}

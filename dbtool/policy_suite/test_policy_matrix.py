@@ -78,8 +78,14 @@ def affected(count: int) -> Expect:
     return Expect(True, rowcount=count)
 
 
-def per_persona(anon: Expect, no_sub: Expect, outsider: Expect, a: Expect, b: Expect, service: Expect) -> dict[str, Expect]:
-    return dict(zip(PERSONAS, (anon, no_sub, outsider, a, b, service), strict=True))
+def per_persona(anon: Expect, no_sub: Expect, outsider: Expect, a: Expect, b: Expect, service: Expect,
+                custom: Expect | None = None) -> dict[str, Expect]:
+    """One expectation per persona. A custom JWT role holds no privilege on chat objects, so
+    unless said otherwise it gets what anon gets (the same "permission denied")."""
+    by_key = {"anon": anon, "no_sub": no_sub, "outsider": outsider, "participant_a": a, "participant_b": b,
+              "custom_role": custom or anon, "service_role": service}
+    assert set(by_key) == set(PERSONAS)
+    return by_key
 
 
 def users(expect: Expect, service: Expect) -> dict[str, Expect]:
