@@ -25,6 +25,10 @@ Why (DBA notes):
   RLS check and runs an RLS check per subscriber per insert; 0003 put chat_messages in the
   supabase_realtime publication by default. This revision takes it out; a project that
   wants the fallback adds it itself (README, "Operating notes").
+* The participant test of the chat:<thread_id> policies is PL/pgSQL instead of SQL: a SQL
+  function with a pinned search_path is never inlined and is planned again on every call
+  (twice per Realtime check, once per policy); PL/pgSQL keeps its plan for the session,
+  which Realtime's pooled connections reuse (bench/: the join check's cost over the owner's).
 * No COMMENT ON POLICY on realtime.messages (refused on hosted images before supautils 3.3):
   the policy's purpose is in its name and in the comments below.
 """
@@ -62,6 +66,20 @@ $$;
 comment on function chat_private.broadcast_chat_message() is
   'Broadcasts a new chat message to chat:<thread_id> with the owner''s rights; '
   'waits at most 250ms for a lock; never fails the insert';
+
+create or replace function chat_private.is_chat_topic_participant(_topic text) returns boolean
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  return starts_with(_topic, 'chat:') and exists (
+    select from public.chat_threads t
+    where t.thread_id = substr(_topic, 6)
+      and (select auth.uid()) in (t.user_a_supabase_id, t.user_b_supabase_id));
+end
+$$;
 
 drop policy chat_realtime__guard_anon on realtime.messages;
 
@@ -105,6 +123,18 @@ create policy chat_realtime__guard_anon on realtime.messages
   for all to anon
   using (not starts_with(topic, 'chat:'))
   with check (not starts_with(topic, 'chat:'));
+
+create or replace function chat_private.is_chat_topic_participant(_topic text) returns boolean
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select starts_with(_topic, 'chat:') and exists (
+    select from public.chat_threads t
+    where t.thread_id = substr(_topic, 6)
+      and (select auth.uid()) in (t.user_a_supabase_id, t.user_b_supabase_id))
+$$;
 
 create or replace function chat_private.broadcast_chat_message() returns trigger
 language plpgsql
