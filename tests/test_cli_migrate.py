@@ -145,3 +145,27 @@ def test_unreachable_database_is_a_clear_error() -> None:
     _, err = runner.communicate(timeout=60)
     assert runner.returncode == 1
     assert "Error: cannot reach the database" in err
+
+
+HOSTED_REFUSED = BROKEN.replace(
+    'op.execute("create table public.half_done (id int)")\n    op.execute("select 1 / 0")',
+    'op.execute("create table public.half_done (id int)")\n'
+    '    op.execute("comment on policy chat_realtime__select_participants on realtime.messages is \'x\'")')
+
+
+def test_a_revision_that_hosted_supabase_refuses_fails_locally_first(bare: ChatDatabase, tmp_path: Path) -> None:
+    """The stand-in refuses what supautils (before 3.3) refuses, and the database stays at
+    the last complete revision."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(paths.migrations_dir(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    head = migrate.heads()[0]
+    (scripts / "versions" / "0099_broken.py").write_text(HOSTED_REFUSED.format(head=head))
+    settings = migrate.MigrateSettings(bare.url, script_location=str(scripts))
+    with pytest.raises(MigrationError) as failure:
+        migrate.upgrade(settings, "head")
+    assert str(failure.value) == (
+        f"revision 0099 failed: must be owner of relation messages; the database stays at revision {head} "
+        "(each revision runs in its own transaction)")
+    assert migrate.current(bare.url) == head
+    with bare.connect() as conn:
+        assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
