@@ -12,7 +12,7 @@ import psycopg
 
 from dbtool import paths
 from dbtool.errors import MigrationError
-from dbtool.urls import libpq_url
+from dbtool.urls import conninfo
 
 if TYPE_CHECKING:  # Alembic and SQLAlchemy load only when migrations run (fast CLI start)
     from alembic.config import Config
@@ -102,7 +102,7 @@ def heads() -> list[str]:
 
 def current(url: str) -> str | None:
     """The revision the database is at (None: never migrated or at base)."""
-    with psycopg.connect(libpq_url(url)) as conn:
+    with psycopg.connect(conninfo(url)) as conn:
         if conn.execute("select to_regclass(%s)", (VERSION_TABLE,)).fetchone() == (None,):
             return None
         row = conn.execute(f"select version_num from {VERSION_TABLE}").fetchone()

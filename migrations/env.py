@@ -13,10 +13,13 @@ import time
 from logging.config import fileConfig
 from typing import Any
 
+import psycopg
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import MetaData, create_engine, pool, text
 
-from dbtool.urls import sqlalchemy_url
+from dbtool.errors import ConfigError
+from dbtool.urls import resolve
 
 config = context.config
 if config.config_file_name and not config.attributes.get("dbtool"):
@@ -70,14 +73,22 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
     return schema is None or schema in OWNED_SCHEMAS
 
 
-def _database_url() -> str:
-    url = config.attributes.get("url") or os.environ.get("DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+def _conninfo() -> str:
+    url = config.attributes.get("url")
+    source = "the database URL"
+    if not url and os.environ.get("DATABASE_URL"):
+        url, source = os.environ["DATABASE_URL"], "DATABASE_URL"
+    if not url and config.get_main_option("sqlalchemy.url"):
+        url, source = config.get_main_option("sqlalchemy.url"), "sqlalchemy.url"
     if not url:
-        raise SystemExit(
+        raise CommandError(
             "DATABASE_URL is not set: export DATABASE_URL=postgresql://user:pass@host:port/db "
             "(or use `alembic upgrade head --sql` to print the SQL without a database)"
         )
-    return sqlalchemy_url(url)
+    try:
+        return resolve(url, source=source).conninfo
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _on_version_apply(**kw: Any) -> None:
@@ -135,7 +146,10 @@ def _take_lock(connection: Any) -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(_database_url(), poolclass=pool.NullPool)
+    # libpq reads the connection string (URL or key=value, service files, PG* variables),
+    # exactly as everywhere else in dbtool; SQLAlchemy's own URL parser never sees it.
+    conninfo = _conninfo()
+    engine = create_engine("postgresql+psycopg://", poolclass=pool.NullPool, creator=lambda: psycopg.connect(conninfo))
     with engine.connect() as connection:
         _take_lock(connection)
         connection.execute(text(f"set lock_timeout = '{LOCK_TIMEOUT}'"))

@@ -1,0 +1,92 @@
+"""Every bad input ends in one `Error:` line that says what, why and what to do: exit 1
+(click's own usage errors exit 2), no traceback, and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from dbtool.cli import cli
+
+# Variables that would otherwise leak in from the shell running the tests.
+CLEAN = {name: None for name in ("DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE", "PGSERVICEFILE",
+                                 "PGSYSCONFDIR", "DBTOOL_LOCK_TIMEOUT", "DBTOOL_STATEMENT_TIMEOUT", "DBTOOL_LOCK_WAIT")}
+
+
+def run(*args: str, **env: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env={**CLEAN, **env})
+
+
+def error(result: Result) -> str:
+    """The one line a failed command printed, after checking how it failed."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+# --- destructive commands refuse what is not on this machine -----------------------------
+
+
+REFUSED = ". This would destroy data; pass --force if you really mean it"
+
+
+def test_reset_refuses_a_remote_host_given_as_a_query_parameter() -> None:
+    result = run("reset", "--database-url", "postgresql://postgres:s3cret@/postgres?host=10.0.0.5&sslpassword=s3cret")
+    assert error(result) == ("Error: refusing to reset postgresql://postgres:***@/postgres?host=10.0.0.5&sslpassword=***: "
+                             "it is not a local database, it connects to 10.0.0.5 (host, from --database-url)" + REFUSED)
+
+
+def test_seed_refuses_a_url_without_host_when_pghost_points_elsewhere() -> None:
+    result = run("seed", "--database-url", "postgresql://postgres:s3cret@/postgres", PGHOST="10.0.0.5")
+    assert error(result) == ("Error: refusing to seed postgresql://postgres:***@/postgres: it is not a local database, "
+                             "it connects to 10.0.0.5 (host, from PGHOST)" + REFUSED)
+
+
+def test_reset_refuses_a_remote_hostaddr_in_database_url() -> None:
+    result = run("reset", DATABASE_URL="host=localhost hostaddr=10.0.0.5 password='s3 cret' dbname=chat")
+    assert error(result) == ("Error: refusing to reset password=*** dbname=chat host=localhost hostaddr=10.0.0.5: it is "
+                             "not a local database, it connects to 10.0.0.5 (hostaddr, from DATABASE_URL)" + REFUSED)
+
+
+def test_reset_refuses_a_host_list_with_one_remote_host() -> None:
+    result = run("reset", "--full", "--database-url", "postgresql://postgres:pw@localhost,db.example.com/chat")
+    assert error(result) == ("Error: refusing to reset postgresql://postgres:***@localhost,db.example.com/chat: it is not a "
+                             "local database, it connects to db.example.com (host, from --database-url)" + REFUSED)
+
+
+def test_seed_refuses_a_remote_service(tmp_path: Path) -> None:
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[prod]\nhost=db.example.com\nport=6543\n")
+    result = run("seed", "--profile", "load", "--database-url", "service=prod dbname=postgres",
+                 PGSERVICEFILE=str(services))
+    assert error(result) == ("Error: refusing to seed service=prod dbname=postgres: it is not a local database, it connects "
+                             f"to db.example.com (host, from service 'prod' in {services})" + REFUSED)
+
+
+# --- unreadable connection strings ------------------------------------------------------------
+
+
+def test_a_url_libpq_cannot_read_names_the_flag_and_hides_the_password() -> None:
+    result = run("verify", "--database-url", "postgresql://postgres:pa%ss@db.example.com/postgres")
+    assert error(result) == (
+        "Error: --database-url is not a valid connection string (invalid percent-encoded token: …): percent-encode special "
+        "characters in the user and password (@ as %40, % as %25) and use libpq's parameter names after ?")
+
+
+def test_a_bad_database_url_variable_is_named() -> None:
+    result = run("audit", "--no-matrix", DATABASE_URL="mysql://root@db.example.com/chat")
+    assert error(result) == ("Error: DATABASE_URL must start with postgresql:// (got mysql://); use the connection string "
+                             "Supabase shows under Project Settings > Database")
+
+
+def test_an_unknown_service_is_named(tmp_path: Path) -> None:
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[prod]\nhost=db.example.com\n")
+    result = run("migrate", "--database-url", "postgresql:///chat", PGSERVICE="staging", PGSERVICEFILE=str(services))
+    assert error(result) == (f"Error: service 'staging' is not defined in {services} (named by PGSERVICE): define it in "
+                             "PGSERVICEFILE or PGSYSCONFDIR/pg_service.conf, or give host and dbname in the connection "
+                             "string itself")
