@@ -8,7 +8,6 @@ which passes its settings through `config.attributes`.
 from __future__ import annotations
 
 import os
-import re
 import time
 from logging.config import fileConfig
 from typing import Any
@@ -18,6 +17,7 @@ from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import MetaData, create_engine, pool, text
 
+from dbtool.config import MigrationConfig, migration_config
 from dbtool.errors import ConfigError
 from dbtool.urls import resolve
 
@@ -44,22 +44,22 @@ target_metadata = MetaData(
 )
 
 
-def _setting(name: str, env: str, default: Any) -> Any:
-    if name in config.attributes:
-        return config.attributes[name]
-    return os.environ.get(env, default)
+def _timeouts() -> MigrationConfig:
+    """dbtool resolved and validated them (flag > environment > default); on its own,
+    Alembic takes the DBTOOL_* variables through the same validation."""
+    given: MigrationConfig | None = config.attributes.get("migration_config")
+    if given is not None:
+        return given
+    try:
+        return migration_config()
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
 
-def _duration(name: str, env: str, default: str) -> str:
-    value = str(_setting(name, env, default)).strip()
-    if not re.fullmatch(r"\d+\s*(us|ms|s|min|h|d)?", value):
-        raise SystemExit(f"{env} must be a PostgreSQL duration such as 5s, 500ms or 2min, got {value!r}")
-    return value
-
-
-LOCK_TIMEOUT = _duration("lock_timeout", "DBTOOL_LOCK_TIMEOUT", "5s")
-STATEMENT_TIMEOUT = _duration("statement_timeout", "DBTOOL_STATEMENT_TIMEOUT", "5min")
-LOCK_WAIT_S = float(_setting("lock_wait", "DBTOOL_LOCK_WAIT", "600"))
+TIMEOUTS = _timeouts()
+LOCK_TIMEOUT = TIMEOUTS.lock_timeout
+STATEMENT_TIMEOUT = TIMEOUTS.statement_timeout
+LOCK_WAIT_S = TIMEOUTS.lock_wait
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:

@@ -47,3 +47,12 @@ def test_an_unreadable_database_url_fails_with_its_name() -> None:
     done = alembic("current", DATABASE_URL="mysql://root@db.example.com/chat")
     assert done.returncode != 0
     assert "FAILED: DATABASE_URL must start with postgresql:// (got mysql://)" in done.stdout
+
+
+def test_timeouts_from_the_environment_are_validated_alike() -> None:
+    bad = alembic("upgrade", "head", "--sql", DBTOOL_LOCK_TIMEOUT="abc")
+    assert bad.returncode != 0 and bad.stdout.strip() == (
+        "FAILED: DBTOOL_LOCK_TIMEOUT must be a PostgreSQL duration such as 5s, 500ms or 2min, got 'abc'")
+    good = alembic("upgrade", "head", "--sql", DBTOOL_LOCK_TIMEOUT="2s")
+    assert good.returncode == 0, good.stderr
+    assert "set lock_timeout = '2s';" in good.stdout

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from dbtool.cli import cli
+from dbtool.pytest_plugin import ChatDatabase
 
 # Variables that would otherwise leak in from the shell running the tests.
 CLEAN = {name: None for name in ("DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE", "PGSERVICEFILE",
@@ -90,3 +92,55 @@ def test_an_unknown_service_is_named(tmp_path: Path) -> None:
     assert error(result) == (f"Error: service 'staging' is not defined in {services} (named by PGSERVICE): define it in "
                              "PGSERVICEFILE or PGSYSCONFDIR/pg_service.conf, or give host and dbname in the connection "
                              "string itself")
+
+
+# --- migration timeouts: validated once, named as the user gave them -------------------------
+
+
+def untouched(db: ChatDatabase) -> bool:
+    with db.connect() as conn:
+        return conn.execute("select to_regnamespace('chat_migrations') is null").fetchone() == (True,)
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--lock-timeout", "abc"], {}, "--lock-timeout must be a PostgreSQL duration such as 5s, 500ms or 2min, got 'abc'"),
+    ([], {"DBTOOL_LOCK_TIMEOUT": "abc"},
+     "DBTOOL_LOCK_TIMEOUT must be a PostgreSQL duration such as 5s, 500ms or 2min, got 'abc'"),
+    (["--statement-timeout", "30d"], {},
+     "--statement-timeout must be at most 2147483647ms (about 24 days, PostgreSQL's limit), got '30d'"),
+    ([], {"DBTOOL_STATEMENT_TIMEOUT": "5 minutes"},
+     "DBTOOL_STATEMENT_TIMEOUT must be a PostgreSQL duration such as 5s, 500ms or 2min, got '5 minutes'"),
+    ([], {"DBTOOL_LOCK_WAIT": "abc"}, "DBTOOL_LOCK_WAIT must be a number of seconds such as 600 or 0.5, got 'abc'"),
+    (["--lock-wait", "-1"], {}, "--lock-wait must be a number of seconds, zero or more, got '-1'"),
+])
+@pytest.mark.parametrize("command", [["migrate"], ["downgrade", "base"]])
+def test_bad_timeouts_name_their_flag_or_variable_and_write_nothing(
+        bare: ChatDatabase, command: list[str], args: list[str], env: dict[str, str], message: str) -> None:
+    assert error(run(*command, "--database-url", bare.url, *args, **env)) == f"Error: {message}"
+    assert untouched(bare)
+
+
+def test_a_good_flag_wins_over_a_bad_variable() -> None:
+    result = run("migrate", "--sql", "--lock-timeout", "2s", DBTOOL_LOCK_TIMEOUT="abc")
+    assert result.exit_code == 0, result.output
+    assert "set lock_timeout = '2s';" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (["migrate", "--sql", "--lock-timeout", "1s"], {}, ("1s", "5min")),
+    (["migrate", "--sql"], {"DBTOOL_LOCK_TIMEOUT": "2s", "DBTOOL_STATEMENT_TIMEOUT": "90s"}, ("2s", "90s")),
+    (["migrate", "--sql"], {}, ("5s", "5min")),
+    (["downgrade", "base", "--sql", "--statement-timeout", "1.5min"], {}, ("5s", "1.5min")),
+])
+def test_offline_sql_uses_the_timeouts_given(args: list[str], env: dict[str, str], expected: tuple[str, str]) -> None:
+    result = run(*args, **env)
+    assert result.exit_code == 0, result.output
+    settings = [line for line in result.stdout.splitlines() if line.startswith("set ") and "timeout" in line]
+    assert settings == [f"set lock_timeout = '{expected[0]}';", f"set statement_timeout = '{expected[1]}';"]
+
+
+def test_every_accepted_duration_is_one_postgresql_takes(bare: ChatDatabase) -> None:
+    result = run("migrate", "--database-url", bare.url, "--lock-timeout", "500 ms", "--statement-timeout", "1.5min",
+                 "--lock-wait", "0.5")
+    assert result.exit_code == 0, result.output
+    assert not untouched(bare)
