@@ -13,6 +13,7 @@ import psycopg
 
 from dbtool import __version__, local, migrate, seed, standin
 from dbtool import reset as reset_lib
+from dbtool import schema as schemas
 from dbtool import target as targets
 from dbtool import verify as verify_lib
 from dbtool.audit import config as audit_config
@@ -387,6 +388,7 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
     tgt = targets.resolve(database_url, local_config())
     tgt.require_local(force, "seed")
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
+        schemas.require_chat_schema(conn, "seed")
         if profile == "demo":
             with conn.transaction():
                 demo = seed.demo(conn)

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from dbtool.matrix import LEGEND, Cell, as_table
+from dbtool.schema import require_chat_schema
 from dbtool.urls import conninfo, redact
 
 SUITE = Path(__file__).resolve().parent / "policy_suite"
@@ -95,6 +96,8 @@ def run(url: str, *, junit_xml: str | None = None, quiet: bool = False, exact: s
     import pytest
 
     began = time.monotonic()
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        require_chat_schema(conn, "verify")
     report = Report(redact(url))
     report.before, seq_before = fingerprints(url)
     collector = _Collector()

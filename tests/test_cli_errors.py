@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from dbtool import build
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
 
 # Variables that would otherwise leak in from the shell running the tests.
 CLEAN = {name: None for name in ("DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE", "PGSERVICEFILE",
@@ -144,3 +146,67 @@ def test_every_accepted_duration_is_one_postgresql_takes(bare: ChatDatabase) -> 
                  "--lock-wait", "0.5")
     assert result.exit_code == 0, result.output
     assert not untouched(bare)
+
+
+# --- a database without the chat schema ------------------------------------------------------------
+
+
+@pytest.fixture
+def empty(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
+    """A plain database: neither Supabase's schemas (nor the stand-in) nor ours."""
+    name = f"chat_db_empty_{abs(hash(request.node.nodeid)) % 10**8}"
+    db = chat_db_server.database(name)
+    build.create_database(db.admin_url, name)
+    try:
+        yield db
+    finally:
+        build.drop_database(db.admin_url, name)
+
+
+def state(db: ChatDatabase) -> list[tuple[object, ...]]:
+    """Every relation and its estimated size, and the rows of the stand-in's tables if any."""
+    with db.connect(admin=True) as conn:
+        rows = conn.execute(
+            "select c.oid::regclass::text, c.relkind::text, n_live_tup + n_tup_ins + n_tup_del from pg_class c "
+            "left join pg_stat_all_tables s on s.relid = c.oid "
+            "where c.relnamespace::regnamespace::text not in ('pg_catalog', 'information_schema', 'pg_toast') "
+            "order by 1").fetchall()
+        if conn.execute("select to_regclass('auth.users') is not null").fetchone() == (True,):
+            rows += conn.execute("select 'auth.users', count(*)::text, 0 from auth.users").fetchall()
+    return [tuple(r) for r in rows]
+
+
+COMMANDS = [
+    (["seed"], "seed", ""),
+    (["seed", "--profile", "load", "--users", "4", "--threads", "2", "--messages", "10"], "seed", ""),
+    (["verify"], "verify", ""),
+    (["audit"], "measure the access matrix of", "; --no-matrix gives the static findings alone"),
+    (["audit", "snapshot"], "measure the access matrix of", "; --no-matrix gives the static findings alone"),
+]
+
+
+@pytest.mark.parametrize(("command", "action", "also"), COMMANDS, ids=lambda c: " ".join(c) if isinstance(c, list) else "")
+def test_without_supabase_or_the_stand_in(empty: ChatDatabase, command: list[str], action: str, also: str) -> None:
+    before = state(empty)
+    result = run(*command, "--database-url", empty.admin_url)
+    assert error(result) == (
+        f"Error: cannot {action} database {empty.name}: it is neither a Supabase database nor one with the local stand-in "
+        "(auth.users, realtime.messages missing); on plain PostgreSQL run `dbtool standin install`, then `dbtool migrate`, "
+        f"on the same database (or `dbtool reset` on a scratch one){also}")
+    assert state(empty) == before
+
+
+@pytest.mark.parametrize(("command", "action", "also"), COMMANDS, ids=lambda c: " ".join(c) if isinstance(c, list) else "")
+def test_without_the_chat_schema(bare: ChatDatabase, command: list[str], action: str, also: str) -> None:
+    before = state(bare)
+    result = run(*command, "--database-url", bare.admin_url)
+    assert error(result) == (
+        f"Error: cannot {action} database {bare.name}: it has no chat schema (public.chat_identities, public.chat_threads, "
+        f"public.chat_messages missing); apply the migrations first: `dbtool migrate` on the same database{also}")
+    assert state(bare) == before
+
+
+def test_static_findings_need_no_chat_schema(bare: ChatDatabase) -> None:
+    result = run("audit", "--no-matrix", "--database-url", bare.admin_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "0 finding(s): 0 error, 0 warn, 0 info"
