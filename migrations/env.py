@@ -3,6 +3,11 @@ concurrent runners serialise, and lock/statement timeouts so blocked DDL fails f
 
 Works on its own (`alembic upgrade head` with DATABASE_URL) and under `dbtool migrate`,
 which passes its settings through `config.attributes`.
+
+Revisions are hand-written SQL, frozen in each revision file (docs/adding-a-migration.md).
+There is no SQLAlchemy model of the schema, so autogenerate (`alembic revision
+--autogenerate`, `alembic check`) is refused: compared with an empty model, every chat
+table would look removed.
 """
 
 from __future__ import annotations
@@ -25,9 +30,6 @@ config = context.config
 if config.config_file_name and not config.attributes.get("dbtool"):
     fileConfig(config.config_file_name)
 
-# Schemas whose contents we own; everything else (auth, realtime, storage, extensions,
-# Supabase internals) is skipped by autogenerate/`alembic check`.
-OWNED_SCHEMAS = {"public", "chat_private"}
 VERSION_SCHEMA = "chat_migrations"
 # Session advisory lock key serialising migration runners ("chat-db" + 1, as a bigint).
 LOCK_KEY = int.from_bytes(b"chat-db\x01", "big")
@@ -61,16 +63,35 @@ LOCK_TIMEOUT = TIMEOUTS.lock_timeout
 STATEMENT_TIMEOUT = TIMEOUTS.statement_timeout
 LOCK_WAIT_S = TIMEOUTS.lock_wait
 
+AUTOGENERATE_REFUSED = (
+    "chat-db has no autogenerate support: its revisions are hand-written SQL, frozen in each revision file, and "
+    "there is no SQLAlchemy model to compare the database with (compared with an empty one, every chat table would "
+    "look removed). To add a migration, run `alembic revision -m \"what it does\" --rev-id NNNN` with the next "
+    "number and write its UPGRADE and DOWNGRADE SQL: see docs/adding-a-migration.md"
+)
+
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    if type_ == "schema":
-        return name is None or name in OWNED_SCHEMAS
-    return True
+    return False  # nothing to compare with: reflect nothing
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    schema = getattr(obj, "schema", None)
-    return schema is None or schema in OWNED_SCHEMAS
+def refuse_autogenerate(migration_context: Any, revision: Any, directives: list[Any]) -> None:
+    """Alembic runs this environment for `revision` only with --autogenerate (alembic.ini
+    leaves revision_environment off), and for `check`: both are refused before anything is
+    rendered or reported."""
+    raise CommandError(AUTOGENERATE_REFUSED)
+
+
+def _autogenerating() -> bool:
+    """`alembic revision --autogenerate` or `alembic check` on the command line: refused
+    before connecting (called through the API, the hook above refuses them)."""
+    options = config.cmd_opts
+    command = getattr(options, "cmd", None)
+    return bool(getattr(options, "autogenerate", False)) or (command is not None and command[0].__name__ == "check")
+
+
+if _autogenerating():
+    raise CommandError(AUTOGENERATE_REFUSED)
 
 
 def _conninfo() -> str:
@@ -101,8 +122,7 @@ def _common() -> dict[str, Any]:
     return {
         "target_metadata": target_metadata,
         "include_name": include_name,
-        "include_object": include_object,
-        "include_schemas": True,
+        "process_revision_directives": refuse_autogenerate,
         "version_table_schema": VERSION_SCHEMA,
         "transaction_per_migration": True,
         "on_version_apply": _on_version_apply,
