@@ -385,6 +385,8 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
       dbtool seed --profile demo
       dbtool seed --profile load --threads 10000 --messages 1000000 --seed 7
     """
+    if profile == "load":
+        seed.check_load(users, threads, messages)
     tgt = targets.resolve(database_url, local_config())
     tgt.require_local(force, "seed")
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:

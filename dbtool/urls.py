@@ -211,6 +211,18 @@ class Resolved:
         return redact(self.given)
 
 
+def _check_timeout(values: Mapping[str, str], origins: Mapping[str, str], env: Mapping[str, str]) -> None:
+    """psycopg reads connect_timeout itself, before libpq, and raises on a bad value."""
+    timeout = values.get("connect_timeout", env.get("PGCONNECT_TIMEOUT"))
+    if timeout is None:
+        return
+    try:
+        int(float(timeout))
+    except (ValueError, OverflowError):
+        origin = origins.get("connect_timeout", "PGCONNECT_TIMEOUT")
+        raise ConfigError(f"connect_timeout must be a number of seconds such as 10, got {timeout!r} (from {origin})") from None
+
+
 def resolve(conninfo: str, *, source: str = "the database URL", env: Mapping[str, str] | None = None) -> Resolved:
     """Read a connection string as libpq will when connecting (service files and PG*
     variables included); `source` names it in errors (--database-url, DATABASE_URL, ...)."""
@@ -237,6 +249,7 @@ def resolve(conninfo: str, *, source: str = "the database URL", env: Mapping[str
             values[key] = env[variable]
             origins[key] = variable
     endpoints = _endpoints(values, origins, source)
+    _check_timeout(values, origins, env)
     found = {k: values[k] for k in TARGET_KEYS if k in values and k not in explicit}
     return Resolved(given, make_conninfo(given, **found) if found else given, values, tuple(endpoints))
 

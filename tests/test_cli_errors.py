@@ -96,6 +96,16 @@ def test_an_unknown_service_is_named(tmp_path: Path) -> None:
                              "string itself")
 
 
+def test_a_bad_connect_timeout_is_an_error_line_not_a_traceback() -> None:
+    result = run("migrate", "--database-url", "postgresql://postgres@localhost/chat?connect_timeout=abc")
+    assert error(result) == "Error: connect_timeout must be a number of seconds such as 10, got 'abc' (from --database-url)"
+
+
+def test_an_impossible_load_profile_is_refused_before_anything_starts() -> None:
+    result = run("seed", "--profile", "load", "--users", "2", "--threads", "5")
+    assert error(result) == "Error: --threads must be between 1 and 1 for 2 users (got 5)"
+
+
 # --- migration timeouts: validated once, named as the user gave them -------------------------
 
 

@@ -139,6 +139,16 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
     assert urls.is_local("postgresql:///chat")
 
 
+@pytest.mark.parametrize(("conninfo", "env", "origin"), [
+    ("postgresql://localhost/chat?connect_timeout=abc", NO_ENV, "--database-url"),
+    ("postgresql://localhost/chat", {"PGCONNECT_TIMEOUT": "abc"}, "PGCONNECT_TIMEOUT"),
+])
+def test_a_bad_connect_timeout_is_caught_before_psycopg_raises(conninfo: str, env: dict[str, str], origin: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        urls.resolve(conninfo, source="--database-url", env=env)
+    assert str(error.value) == f"connect_timeout must be a number of seconds such as 10, got 'abc' (from {origin})"
+
+
 def test_mismatched_host_lists_are_refused_as_libpq_would() -> None:
     with pytest.raises(ConfigError, match="could not match 2 host names to 1 hostaddr values"):
         urls.resolve("host=a,b hostaddr=127.0.0.1", source="--database-url", env=NO_ENV)
