@@ -204,7 +204,14 @@ class Resolved:
     @property
     def dbname(self) -> str:
         """libpq's default database is the user name, whose default is the OS user."""
-        return self.params.get("dbname") or self.params.get("user") or pwd.getpwuid(os.geteuid()).pw_name
+        name = self.params.get("dbname") or self.params.get("user")
+        if name:
+            return name
+        try:
+            return pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            raise ConfigError(f"no dbname or user given, and user id {os.geteuid()} has no name: add dbname to "
+                              f"{self.redacted}") from None
 
     @property
     def redacted(self) -> str:
