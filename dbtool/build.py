@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from dbtool import migrate, standin
-from dbtool.urls import database_name, libpq_url, with_database
+from dbtool.urls import conninfo, database_name, with_database
 
 APP_ROLE = "postgres"
 MAINTENANCE_DB = "postgres"
@@ -34,7 +34,7 @@ class Built:
 def _maintenance(admin_url: str, avoid: str | None = None) -> psycopg.Connection:
     """A connection to a database other than the one being created or dropped."""
     other = "template1" if avoid == MAINTENANCE_DB else MAINTENANCE_DB
-    return psycopg.connect(libpq_url(with_database(admin_url, other)), autocommit=True)
+    return psycopg.connect(conninfo(with_database(admin_url, other)), autocommit=True)
 
 
 def terminate_connections(conn: psycopg.Connection, dbname: str) -> None:
@@ -62,7 +62,7 @@ def create_database(admin_url: str, dbname: str, owner: str = APP_ROLE, template
 
 def prepare(admin_url: str, app_url: str, progress: Progress = _quiet) -> Built:
     """Stand-in (as the superuser), then migrations (as the app role) in an existing database."""
-    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+    with psycopg.connect(conninfo(admin_url), autocommit=True) as conn:
         installed = standin.install(conn)
     progress(f"stand-in {'current' if installed.already_current else 'installed'} in {database_name(app_url)}")
     migrated = migrate.upgrade(migrate.MigrateSettings(app_url), "head", progress)

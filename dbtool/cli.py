@@ -13,13 +13,14 @@ import psycopg
 
 from dbtool import __version__, local, migrate, seed, standin
 from dbtool import reset as reset_lib
+from dbtool import schema as schemas
 from dbtool import target as targets
 from dbtool import verify as verify_lib
 from dbtool.audit import config as audit_config
 from dbtool.audit import findings as audit_findings
 from dbtool.audit import report as audit_report
 from dbtool.audit import snapshot as audit_snapshot_lib
-from dbtool.config import local_config
+from dbtool.config import MigrationConfig, local_config, migration_config
 from dbtool.errors import DbtoolError
 from dbtool.render import table, to_json
 
@@ -241,21 +242,21 @@ def standin_install(database_url: str | None, as_json: bool) -> None:
 
 
 def migration_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    @click.option("--lock-timeout", default=lambda: os.environ.get("DBTOOL_LOCK_TIMEOUT", "5s"), show_default="5s",
-                  help="How long DDL may wait for a table lock before failing.")
-    @click.option("--statement-timeout", default=lambda: os.environ.get("DBTOOL_STATEMENT_TIMEOUT", "5min"),
-                  show_default="5min", help="How long one statement may run.")
-    @click.option("--lock-wait", type=float, default=lambda: float(os.environ.get("DBTOOL_LOCK_WAIT", "600")),
-                  show_default="600", help="Seconds to wait for another runner's migration lock.")
+    """The timeouts, read into one validated MigrationConfig (flag > DBTOOL_* variable > default)."""
+
+    @click.option("--lock-timeout", metavar="DURATION",
+                  help="How long DDL may wait for a table lock before failing (default: $DBTOOL_LOCK_TIMEOUT, else 5s).")
+    @click.option("--statement-timeout", metavar="DURATION",
+                  help="How long one statement may run (default: $DBTOOL_STATEMENT_TIMEOUT, else 5min).")
+    @click.option("--lock-wait", metavar="SECONDS",
+                  help="How long to wait for another runner's migration lock (default: $DBTOOL_LOCK_WAIT, else 600).")
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
+    def wrapper(*args: Any, lock_timeout: str | None, statement_timeout: str | None, lock_wait: str | None,
+                **kwargs: Any) -> Any:
+        timeouts = migration_config(lock_timeout=lock_timeout, statement_timeout=statement_timeout, lock_wait=lock_wait)
+        return func(*args, timeouts=timeouts, **kwargs)
 
     return wrapper
-
-
-def _settings(url: str, lock_timeout: str, statement_timeout: str, lock_wait: float) -> migrate.MigrateSettings:
-    return migrate.MigrateSettings(url, lock_timeout, statement_timeout, lock_wait)
 
 
 def _migrated_text(result: migrate.MigrateResult) -> str:
@@ -271,8 +272,8 @@ def _migrated_text(result: migrate.MigrateResult) -> str:
 @database_option
 @migration_options
 @json_option
-def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None, lock_timeout: str,
-                statement_timeout: str, lock_wait: float, as_json: bool) -> None:
+def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None, timeouts: MigrationConfig,
+                as_json: bool) -> None:
     """Apply migrations (locked against concurrent runners, one transaction per revision).
 
     \b
@@ -286,11 +287,11 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
              lambda: table(["revision", "down", "description"], rows))
         return
     if offline:
-        click.echo(migrate.offline_sql(to), nl=False)
+        click.echo(migrate.offline_sql(to, timeouts=timeouts), nl=False)
         return
     tgt = targets.resolve(database_url, local_config())
     progress(f"migrating {tgt.describe()} to {to}")
-    result = migrate.upgrade(_settings(tgt.url, lock_timeout, statement_timeout, lock_wait), to, progress)
+    result = migrate.upgrade(migrate.MigrateSettings.of(tgt.url, timeouts), to, progress)
     emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
          _migrated_text(result))
 
@@ -301,8 +302,8 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
 @database_option
 @migration_options
 @json_option
-def downgrade_cmd(revision: str, offline: bool, database_url: str | None, lock_timeout: str,
-                  statement_timeout: str, lock_wait: float, as_json: bool) -> None:
+def downgrade_cmd(revision: str, offline: bool, database_url: str | None, timeouts: MigrationConfig,
+                  as_json: bool) -> None:
     """Revert migrations down to REVISION ("base" removes every object we own).
 
     \b
@@ -311,11 +312,12 @@ def downgrade_cmd(revision: str, offline: bool, database_url: str | None, lock_t
       dbtool downgrade base --sql --database-url ...   # offline needs a start: use head:base
     """
     if offline:
-        click.echo(migrate.offline_sql(revision if ":" in revision else f"head:{revision}", down=True), nl=False)
+        click.echo(migrate.offline_sql(revision if ":" in revision else f"head:{revision}", down=True,
+                                       timeouts=timeouts), nl=False)
         return
     tgt = targets.resolve(database_url, local_config())
     progress(f"downgrading {tgt.describe()} to {revision}")
-    result = migrate.downgrade(_settings(tgt.url, lock_timeout, statement_timeout, lock_wait), revision, progress)
+    result = migrate.downgrade(migrate.MigrateSettings.of(tgt.url, timeouts), revision, progress)
     emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
          _migrated_text(result))
 
@@ -383,9 +385,12 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
       dbtool seed --profile demo
       dbtool seed --profile load --threads 10000 --messages 1000000 --seed 7
     """
+    if profile == "load":
+        seed.check_load(users, threads, messages)
     tgt = targets.resolve(database_url, local_config())
     tgt.require_local(force, "seed")
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
+        schemas.require_chat_schema(conn, "seed")
         if profile == "demo":
             with conn.transaction():
                 demo = seed.demo(conn)

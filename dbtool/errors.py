@@ -52,3 +52,7 @@ class SeedError(DbtoolError):
 
 class AuditError(DbtoolError):
     """The audit could not run or a snapshot file is unreadable."""
+
+
+class SchemaMissing(DbtoolError):
+    """The database lacks the objects a command works on (the stand-in or the chat schema)."""

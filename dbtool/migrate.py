@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from dbtool import paths
+from dbtool.config import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, MigrationConfig
 from dbtool.errors import MigrationError
-from dbtool.urls import libpq_url
+from dbtool.urls import conninfo
 
 if TYPE_CHECKING:  # Alembic and SQLAlchemy load only when migrations run (fast CLI start)
     from alembic.config import Config
@@ -32,10 +33,18 @@ class MigrateSettings:
     """How migrations run: where, and how long DDL may wait for locks or run."""
 
     url: str
-    lock_timeout: str = "5s"
-    statement_timeout: str = "5min"
-    lock_wait: float = 600.0
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
+    lock_wait: float = DEFAULT_LOCK_WAIT
     script_location: str | None = None  # another migrations directory (tests use one with a broken revision)
+
+    @classmethod
+    def of(cls, url: str, config: MigrationConfig) -> MigrateSettings:
+        return cls(url, config.lock_timeout, config.statement_timeout, config.lock_wait)
+
+    @property
+    def config(self) -> MigrationConfig:
+        return MigrationConfig(self.lock_timeout, self.statement_timeout, self.lock_wait)
 
 
 @dataclass
@@ -53,8 +62,10 @@ class MigrateResult:
     applied: list[Applied] = field(default_factory=list)
 
 
-def alembic_config(settings: MigrateSettings | None = None, progress: Progress = _quiet) -> tuple[Config, list[Applied]]:
-    """An Alembic Config on our migrations, wired to report applied revisions."""
+def alembic_config(settings: MigrateSettings | None = None, progress: Progress = _quiet,
+                   timeouts: MigrationConfig | None = None) -> tuple[Config, list[Applied]]:
+    """An Alembic Config on our migrations, wired to report applied revisions. env.py takes
+    the database and the (validated) timeouts from it rather than from the environment."""
     from alembic.config import Config
 
     cfg = Config(str(paths.alembic_ini()))
@@ -76,16 +87,10 @@ def alembic_config(settings: MigrateSettings | None = None, progress: Progress =
         who = f"pid {holder}" if holder else "another session"
         progress(f"waiting for the migration lock held by {who} (another runner is migrating)")
 
-    cfg.attributes.update({"dbtool": True, "on_version_apply": on_version_apply, "on_wait": on_wait})
+    cfg.attributes.update({"dbtool": True, "on_version_apply": on_version_apply, "on_wait": on_wait,
+                           "migration_config": settings.config if settings else timeouts or MigrationConfig()})
     if settings is not None:
-        cfg.attributes.update(
-            {
-                "url": settings.url,
-                "lock_timeout": settings.lock_timeout,
-                "statement_timeout": settings.statement_timeout,
-                "lock_wait": settings.lock_wait,
-            }
-        )
+        cfg.attributes["url"] = settings.url
     return cfg, applied
 
 
@@ -102,7 +107,7 @@ def heads() -> list[str]:
 
 def current(url: str) -> str | None:
     """The revision the database is at (None: never migrated or at base)."""
-    with psycopg.connect(libpq_url(url)) as conn:
+    with psycopg.connect(conninfo(url)) as conn:
         if conn.execute("select to_regclass(%s)", (VERSION_TABLE,)).fetchone() == (None,):
             return None
         row = conn.execute(f"select version_num from {VERSION_TABLE}").fetchone()
@@ -180,11 +185,12 @@ def downgrade(settings: MigrateSettings, target: str, progress: Progress = _quie
     return _run(settings, lambda cfg: command.downgrade(cfg, target), target, progress, down=True)
 
 
-def offline_sql(target: str = "head", start: str | None = None, down: bool = False) -> str:
+def offline_sql(target: str = "head", start: str | None = None, down: bool = False,
+                timeouts: MigrationConfig | None = None) -> str:
     """The SQL an upgrade (or downgrade) would run, for review; needs no database."""
     from alembic import command
 
-    cfg, _ = alembic_config()
+    cfg, _ = alembic_config(timeouts=timeouts)
     buffer = io.StringIO()
     cfg.output_buffer = buffer
     span = f"{start}:{target}" if start else target

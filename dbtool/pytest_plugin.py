@@ -31,7 +31,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from dbtool import build, local, world
 from dbtool.config import LocalConfig, local_config
-from dbtool.urls import is_local, libpq_url, with_database
+from dbtool.urls import conninfo, is_local, with_database
 
 TEMPLATE_NAME = "chat_db_template"
 
@@ -47,7 +47,7 @@ class ChatDatabase:
     external: bool = False
 
     def connect(self, *, admin: bool = False, autocommit: bool = True) -> psycopg.Connection[Any]:
-        return psycopg.connect(libpq_url(self.admin_url if admin else self.url), autocommit=autocommit)
+        return psycopg.connect(conninfo(self.admin_url if admin else self.url), autocommit=autocommit)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def chat_db_template(chat_db_server: EmbeddedServer) -> ChatDatabase:
     janitor.init()
     db = chat_db_server.database(TEMPLATE_NAME)
     build.prepare(db.admin_url, db.url)
-    with psycopg.connect(libpq_url(with_database(db.admin_url, "postgres")), autocommit=True) as conn:
+    with psycopg.connect(conninfo(with_database(db.admin_url, "postgres")), autocommit=True) as conn:
         build.terminate_connections(conn, TEMPLATE_NAME)
         conn.execute(sql.SQL("alter database {} is_template true").format(sql.Identifier(TEMPLATE_NAME)))
     return db

@@ -20,7 +20,7 @@ from psycopg import sql
 from dbtool import build, paths, seed, standin
 from dbtool.errors import DbtoolError
 from dbtool.target import Target
-from dbtool.urls import database_name, libpq_url
+from dbtool.urls import conninfo, database_name
 
 FINGERPRINT_KEY = "schema_fingerprint"
 
@@ -157,7 +157,7 @@ def reset(target: Target, *, full: bool = False, force: bool = False, with_seed:
     reason: str | None = "--full" if full else None
     if not full:
         try:
-            conn = psycopg.connect(libpq_url(target.admin_url), autocommit=True)
+            conn = psycopg.connect(conninfo(target.admin_url), autocommit=True)
         except psycopg.OperationalError as exc:
             if "does not exist" not in str(exc):
                 raise
@@ -177,7 +177,7 @@ def reset(target: Target, *, full: bool = False, force: bool = False, with_seed:
     progress(f"rebuilding {database_name(target.url)}: {reason}")
     _refuse_supabase(target)
     built = build.rebuild(target.admin_url, target.url, progress)
-    with psycopg.connect(libpq_url(target.admin_url), autocommit=True) as conn, conn.transaction():
+    with psycopg.connect(conninfo(target.admin_url), autocommit=True) as conn, conn.transaction():
         conn.cursor().executemany(
             "insert into _dbtool.state (key, value) values (%s, %s) "
             "on conflict (key) do update set value = excluded.value, updated_at = now()",
@@ -200,7 +200,7 @@ def _seed(conn: psycopg.Connection) -> seed.DemoData:
 def _refuse_supabase(target: Target) -> None:
     """Never drop a database that holds Supabase's own schemas (checked before dropping)."""
     try:
-        with psycopg.connect(libpq_url(target.admin_url), autocommit=True) as conn:
+        with psycopg.connect(conninfo(target.admin_url), autocommit=True) as conn:
             standin.check_not_supabase(conn)
     except psycopg.OperationalError as exc:
         if "does not exist" not in str(exc):

@@ -124,7 +124,8 @@ def _uid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _check(users: int, threads: int, messages: int) -> None:
+def check_load(users: int, threads: int, messages: int) -> None:
+    """Refuse a load profile that cannot be built (before anything connects)."""
     if users < 2:
         raise SeedError(f"--users must be at least 2 (got {users})")
     if threads < 1 or threads > users * (users - 1) // 2:
@@ -197,7 +198,7 @@ def load(
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadResult:
     """Deterministic bulk data (same seed, same rows). Needs a superuser or the table owner."""
-    _check(users, threads, messages)
+    check_load(users, threads, messages)
     rng = random.Random(seed)
     began = time.monotonic()
     people = [(_uid(rng), f"{rng.getrandbits(96):024x}") for _ in range(users)]

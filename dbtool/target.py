@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dbtool import local
+from dbtool import local, urls
 from dbtool.config import LocalConfig
 from dbtool.errors import NotRunning, UnsafeTarget
-from dbtool.urls import is_local, redact
 
 
 @dataclass(frozen=True)
@@ -18,37 +17,54 @@ class Target:
     `url` is the role that owns our objects and runs migrations (postgres on Supabase);
     `admin_url` is a superuser where we have one (the local server), used for the stand-in,
     creating databases and the Realtime server's checks. For a URL given by the user both
-    are that URL.
+    are that URL, resolved once (`where`): service files and PG* variables are read into
+    it, so every later connection goes where the local/remote decision looked.
     """
 
     url: str
     admin_url: str
     source: str
     embedded: bool
+    where: urls.Resolved | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.where is None:
+            object.__setattr__(self, "where", urls.resolve(self.url, source=self.source))
+
+    @property
+    def resolved(self) -> urls.Resolved:
+        assert self.where is not None
+        return self.where
 
     @property
     def local(self) -> bool:
-        return is_local(self.url)
+        return self.resolved.local
 
     def describe(self) -> str:
-        return f"{redact(self.url)} ({self.source})"
+        return f"{self.resolved.redacted} ({self.source})"
 
     def require_local(self, force: bool, action: str) -> None:
         """Destructive commands refuse non-local databases unless forced."""
         if not self.local and not force:
+            elsewhere = "; ".join(str(e) for e in self.resolved.elsewhere)
             raise UnsafeTarget(
-                f"refusing to {action} {redact(self.url)}: it is not a local database. "
-                "This would destroy data; pass --force if you really mean it"
+                f"refusing to {action} {self.resolved.redacted}: it is not a local database, it connects to "
+                f"{elsewhere}. This would destroy data; pass --force if you really mean it"
             )
+
+
+def _given(conninfo: str, source: str) -> Target:
+    where = urls.resolve(conninfo, source=source)
+    return Target(where.conninfo, where.conninfo, source, False, where)
 
 
 def resolve(flag: str | None, cfg: LocalConfig) -> Target:
     """The target database for a command."""
     if flag:
-        return Target(flag, flag, "--database-url", False)
+        return _given(flag, "--database-url")
     env = os.environ.get("DATABASE_URL")
     if env:
-        return Target(env, env, "DATABASE_URL", False)
+        return _given(env, "DATABASE_URL")
     try:
         running = local.running_config(cfg)
     except NotRunning:

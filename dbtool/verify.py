@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 
 from dbtool.matrix import LEGEND, Cell, as_table
-from dbtool.urls import libpq_url, redact
+from dbtool.schema import require_chat_schema
+from dbtool.urls import conninfo, redact
 
 SUITE = Path(__file__).resolve().parent / "policy_suite"
 WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
@@ -60,7 +61,7 @@ class Report:
 def fingerprints(url: str) -> tuple[dict[str, str], int]:
     """Row count and checksum of every watched table's content; the message id sequence value."""
     out: dict[str, str] = {}
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
         for name in WATCHED:
             # constant memory on a big staging table: a sum of per-row hashes, not one long string
             row = conn.execute(
@@ -95,6 +96,8 @@ def run(url: str, *, junit_xml: str | None = None, quiet: bool = False, exact: s
     import pytest
 
     began = time.monotonic()
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        require_chat_schema(conn, "verify")
     report = Report(redact(url))
     report.before, seq_before = fingerprints(url)
     collector = _Collector()

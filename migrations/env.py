@@ -3,28 +3,33 @@ concurrent runners serialise, and lock/statement timeouts so blocked DDL fails f
 
 Works on its own (`alembic upgrade head` with DATABASE_URL) and under `dbtool migrate`,
 which passes its settings through `config.attributes`.
+
+Revisions are hand-written SQL, frozen in each revision file (docs/adding-a-migration.md).
+There is no SQLAlchemy model of the schema, so autogenerate (`alembic revision
+--autogenerate`, `alembic check`) is refused: compared with an empty model, every chat
+table would look removed.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from logging.config import fileConfig
 from typing import Any
 
+import psycopg
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import MetaData, create_engine, pool, text
 
-from dbtool.urls import sqlalchemy_url
+from dbtool.config import MigrationConfig, migration_config
+from dbtool.errors import ConfigError
+from dbtool.urls import resolve
 
 config = context.config
 if config.config_file_name and not config.attributes.get("dbtool"):
     fileConfig(config.config_file_name)
 
-# Schemas whose contents we own; everything else (auth, realtime, storage, extensions,
-# Supabase internals) is skipped by autogenerate/`alembic check`.
-OWNED_SCHEMAS = {"public", "chat_private"}
 VERSION_SCHEMA = "chat_migrations"
 # Session advisory lock key serialising migration runners ("chat-db" + 1, as a bigint).
 LOCK_KEY = int.from_bytes(b"chat-db\x01", "big")
@@ -41,43 +46,70 @@ target_metadata = MetaData(
 )
 
 
-def _setting(name: str, env: str, default: Any) -> Any:
-    if name in config.attributes:
-        return config.attributes[name]
-    return os.environ.get(env, default)
+def _timeouts() -> MigrationConfig:
+    """dbtool resolved and validated them (flag > environment > default); on its own,
+    Alembic takes the DBTOOL_* variables through the same validation."""
+    given: MigrationConfig | None = config.attributes.get("migration_config")
+    if given is not None:
+        return given
+    try:
+        return migration_config()
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
 
-def _duration(name: str, env: str, default: str) -> str:
-    value = str(_setting(name, env, default)).strip()
-    if not re.fullmatch(r"\d+\s*(us|ms|s|min|h|d)?", value):
-        raise SystemExit(f"{env} must be a PostgreSQL duration such as 5s, 500ms or 2min, got {value!r}")
-    return value
+TIMEOUTS = _timeouts()
+LOCK_TIMEOUT = TIMEOUTS.lock_timeout
+STATEMENT_TIMEOUT = TIMEOUTS.statement_timeout
+LOCK_WAIT_S = TIMEOUTS.lock_wait
 
-
-LOCK_TIMEOUT = _duration("lock_timeout", "DBTOOL_LOCK_TIMEOUT", "5s")
-STATEMENT_TIMEOUT = _duration("statement_timeout", "DBTOOL_STATEMENT_TIMEOUT", "5min")
-LOCK_WAIT_S = float(_setting("lock_wait", "DBTOOL_LOCK_WAIT", "600"))
+AUTOGENERATE_REFUSED = (
+    "chat-db has no autogenerate support: its revisions are hand-written SQL, frozen in each revision file, and "
+    "there is no SQLAlchemy model to compare the database with (compared with an empty one, every chat table would "
+    "look removed). To add a migration, run `alembic revision -m \"what it does\" --rev-id NNNN` with the next "
+    "number and write its UPGRADE and DOWNGRADE SQL: see docs/adding-a-migration.md"
+)
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    if type_ == "schema":
-        return name is None or name in OWNED_SCHEMAS
-    return True
+    return False  # nothing to compare with: reflect nothing
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    schema = getattr(obj, "schema", None)
-    return schema is None or schema in OWNED_SCHEMAS
+def refuse_autogenerate(migration_context: Any, revision: Any, directives: list[Any]) -> None:
+    """Alembic runs this environment for `revision` only with --autogenerate (alembic.ini
+    leaves revision_environment off), and for `check`: both are refused before anything is
+    rendered or reported."""
+    raise CommandError(AUTOGENERATE_REFUSED)
 
 
-def _database_url() -> str:
-    url = config.attributes.get("url") or os.environ.get("DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+def _autogenerating() -> bool:
+    """`alembic revision --autogenerate` or `alembic check` on the command line: refused
+    before connecting (called through the API, the hook above refuses them)."""
+    options = config.cmd_opts
+    command = getattr(options, "cmd", None)
+    return bool(getattr(options, "autogenerate", False)) or (command is not None and command[0].__name__ == "check")
+
+
+if _autogenerating():
+    raise CommandError(AUTOGENERATE_REFUSED)
+
+
+def _conninfo() -> str:
+    url = config.attributes.get("url")
+    source = "the database URL"
+    if not url and os.environ.get("DATABASE_URL"):
+        url, source = os.environ["DATABASE_URL"], "DATABASE_URL"
+    if not url and config.get_main_option("sqlalchemy.url"):
+        url, source = config.get_main_option("sqlalchemy.url"), "sqlalchemy.url"
     if not url:
-        raise SystemExit(
+        raise CommandError(
             "DATABASE_URL is not set: export DATABASE_URL=postgresql://user:pass@host:port/db "
             "(or use `alembic upgrade head --sql` to print the SQL without a database)"
         )
-    return sqlalchemy_url(url)
+    try:
+        return resolve(url, source=source).conninfo
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _on_version_apply(**kw: Any) -> None:
@@ -90,8 +122,7 @@ def _common() -> dict[str, Any]:
     return {
         "target_metadata": target_metadata,
         "include_name": include_name,
-        "include_object": include_object,
-        "include_schemas": True,
+        "process_revision_directives": refuse_autogenerate,
         "version_table_schema": VERSION_SCHEMA,
         "transaction_per_migration": True,
         "on_version_apply": _on_version_apply,
@@ -135,7 +166,10 @@ def _take_lock(connection: Any) -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(_database_url(), poolclass=pool.NullPool)
+    # libpq reads the connection string (URL or key=value, service files, PG* variables),
+    # exactly as everywhere else in dbtool; SQLAlchemy's own URL parser never sees it.
+    conninfo = _conninfo()
+    engine = create_engine("postgresql+psycopg://", poolclass=pool.NullPool, creator=lambda: psycopg.connect(conninfo))
     with engine.connect() as connection:
         _take_lock(connection)
         connection.execute(text(f"set lock_timeout = '{LOCK_TIMEOUT}'"))

@@ -51,4 +51,4 @@ def test_library_errors_exit_1_with_error_prefix(monkeypatch: pytest.MonkeyPatch
 def test_bad_database_url_is_explained() -> None:
     result = CliRunner().invoke(cli, ["migrate", "--database-url", "mysql://x@y/z"])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: database URL must start with postgresql://")
+    assert result.output.startswith("Error: --database-url must start with postgresql://")

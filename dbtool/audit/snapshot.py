@@ -19,6 +19,7 @@ from dbtool import __version__, matrix, probes
 from dbtool import world as worlds
 from dbtool.audit.config import SUPABASE_SCHEMAS, AuditConfig
 from dbtool.audit.findings import COMMANDS, policies
+from dbtool.schema import require_chat_schema
 
 FORMAT = "chat-db-audit-snapshot/1"
 GRADES = ("safe", "breaking", "dangerous")
@@ -34,6 +35,7 @@ class Measured:
 def effective_matrix(conn: psycopg.Connection[Any], cfg: AuditConfig, exact: bool = False) -> Measured:
     """Probe every operation as every persona inside a transaction that is rolled back;
     `exact` also keeps the chat sequences still (pausing message inserts meanwhile)."""
+    require_chat_schema(conn, "measure the access matrix of", "--no-matrix gives the static findings alone")
     with conn.transaction():
         isolated = worlds.isolate_sequences(conn) if exact else []
         world = worlds.create(conn)
