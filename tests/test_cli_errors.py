@@ -147,7 +147,8 @@ def test_a_good_flag_wins_over_a_bad_variable() -> None:
 def test_offline_sql_uses_the_timeouts_given(args: list[str], env: dict[str, str], expected: tuple[str, str]) -> None:
     result = run(*args, **env)
     assert result.exit_code == 0, result.output
-    settings = [line for line in result.stdout.splitlines() if line.startswith("set ") and "timeout" in line]
+    lines = result.stdout.splitlines()
+    settings = [line for line in lines if line.startswith("set ") and "timeout" in line and line.endswith(";")]
     assert settings == [f"set lock_timeout = '{expected[0]}';", f"set statement_timeout = '{expected[1]}';"]
 
 

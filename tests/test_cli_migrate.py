@@ -24,24 +24,28 @@ def dbtool(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_two_runners_at_once_serialise_and_both_succeed(bare: ChatDatabase) -> None:
+def test_two_runners_at_once_serialise_and_both_succeed(bare: ChatDatabase, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    logs = [tmp_path / f"runner{i}.err" for i in range(2)]
     with bare.connect() as holder:
         holder.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))  # hold the gate until both wait
-        runners = [dbtool("migrate", "--database-url", bare.url) for _ in range(2)]
+        runners = []
+        for log in logs:
+            with log.open("w") as err:
+                runners.append(subprocess.Popen([sys.executable, "-m", "dbtool", "migrate", "--database-url", bare.url],
+                                                env=env, text=True, stdout=subprocess.PIPE, stderr=err))
         deadline = time.monotonic() + 60
-        outputs: list[str] = []
+        # Each runner says so once it has tried the lock and found it taken.
         while time.monotonic() < deadline and all(r.poll() is None for r in runners):
-            time.sleep(0.2)
-            with bare.connect(admin=True) as conn:
-                waiting = conn.execute(
-                    "select count(*) from pg_stat_activity where datname = %s and application_name = '' "
-                    "and pid <> pg_backend_pid() and pid <> %s", (bare.name, holder.info.backend_pid)).fetchone()
-            if waiting and waiting[0] >= 2:
+            if all("waiting for the migration lock" in log.read_text() for log in logs):
                 break
+            time.sleep(0.1)
         assert all(r.poll() is None for r in runners), "a runner did not wait for the lock"
         holder.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
-    for runner in runners:
-        out, err = runner.communicate(timeout=120)
+    outputs: list[str] = []
+    for runner, log in zip(runners, logs, strict=True):
+        out, _ = runner.communicate(timeout=120)
+        err = log.read_text()
         assert runner.returncode == 0, err
         outputs.append(out + err)
     applied = [o for o in outputs if "applied 0001" in o]
