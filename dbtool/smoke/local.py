@@ -104,15 +104,8 @@ class LocalDriver(Driver):
         return _reply(postgrest.call(self.api, self._persona(caller), function, args, types=types, commit=True))
 
     def _arg_types(self, function: str) -> dict[str, str]:
-        """The declared type of each input argument: PostgREST reads the JSON body into them."""
         if function not in self.arg_types:
-            rows = self.admin.execute(
-                "select a.name, pg_catalog.format_type(a.type, null) from pg_catalog.pg_proc p cross join lateral "
-                "unnest(p.proargnames, coalesce(p.proallargtypes, p.proargtypes::oid[]), "
-                "coalesce(p.proargmodes, array_fill('i'::\"char\", array[p.pronargs]))) as a(name, type, mode) "
-                "where p.pronamespace = 'public'::regnamespace and p.proname = %s and a.mode in ('i', 'b', 'v')",
-                (function,)).fetchall()
-            self.arg_types[function] = {name: type_ for name, type_ in rows}
+            self.arg_types[function] = argument_types(self.admin, function)
         return self.arg_types[function]
 
     def join(self, caller: Caller, topic: str) -> tuple[bool, str]:
@@ -168,13 +161,25 @@ class LocalDriver(Driver):
         return deleted, problems
 
 
+def argument_types(conn: psycopg.Connection[Any], function: str) -> dict[str, str]:
+    """The declared type of each input argument of public.`function`: PostgREST reads the JSON
+    body into them."""
+    rows = conn.execute(
+        "select a.name, pg_catalog.format_type(a.type, null) from pg_catalog.pg_proc p cross join lateral "
+        "unnest(p.proargnames, coalesce(p.proallargtypes, p.proargtypes::oid[]), "
+        "coalesce(p.proargmodes, array_fill('i'::\"char\", array[p.pronargs]))) as a(name, type, mode) "
+        "where p.pronamespace = 'public'::regnamespace and p.proname = %s and a.mode in ('i', 'b', 'v')",
+        (function,)).fetchall()
+    return {name: type_ for name, type_ in rows}
+
+
 def _reply(outcome: postgrest.Outcome) -> Reply:
     if outcome.ok:
-        return Reply(True, [_jsonable(r) for r in outcome.rows])
+        return Reply(True, [jsonable(r) for r in outcome.rows])
     return Reply(False, [], outcome.sqlstate, outcome.message)
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
     """Rows as PostgREST's JSON gives them: uuids and times as strings, ids as numbers."""
     return {k: _json_value(v) for k, v in row.items()}
 
