@@ -147,7 +147,7 @@ class Handler(BaseHTTPRequestHandler):
     def rpc(self, function: str, args: dict[str, Any], conn: psycopg.Connection[Any],
             admin: psycopg.Connection[Any]) -> None:
         types = argument_types(admin, function)
-        if not types and function not in self.surface(admin) or function in self.api.hide_functions:
+        if function in self.api.hide_functions or function not in self.surface(admin):
             return self.reply(404, {"code": "PGRST202", "message": f"Could not find the function public.{function}"})
         return self.outcome(postgrest.call(conn, self.persona(), function, args, types=types, commit=True))
 

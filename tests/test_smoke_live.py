@@ -161,7 +161,8 @@ def test_refuses_a_project_at_another_revision(project: tuple[str, supabase_http
     api.hide_functions.add("ensure_chat_thread")
     result = run_cli(url)
     assert result.exit_code == 1
-    assert result.stderr.splitlines()[-1].startswith("Error: the project's chat schema is not this package's: it lacks ensure_chat_thread")
+    assert result.stderr.splitlines()[-1].startswith(
+        "Error: the project's chat schema is not this package's: it lacks ensure_chat_thread")
     assert not [p for _, p, _ in api.requests if p.startswith("/auth/")]
 
 
