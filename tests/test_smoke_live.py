@@ -166,6 +166,17 @@ def test_refuses_a_project_at_another_revision(project: tuple[str, supabase_http
     assert not [p for _, p, _ in api.requests if p.startswith("/auth/")]
 
 
+@pytest.mark.parametrize(("flag", "what"), [("--service-role-key", "service role key"), ("--anon-key", "anon key")])
+def test_refuses_a_key_the_project_does_not_accept(project: tuple[str, supabase_http.Api], flag: str,
+                                                   what: str) -> None:
+    url, api = project
+    result = run_cli(url, flag, "wrong-key-that-must-not-show")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith(f"Error: the project at {url} does not accept the {what}")
+    assert "wrong-key-that-must-not-show" not in result.output
+    assert not [p for _, p, _ in api.requests if p.startswith("/auth/")]
+
+
 def test_a_timeout_names_its_step_and_the_user_created_late_is_deleted(
         chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project

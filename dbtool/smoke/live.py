@@ -115,7 +115,11 @@ class LiveDriver(Driver):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="dbtool-smoke-live", daemon=True)
         self.thread.start()
-        self.admin = self._wait(self._client(cfg.service_role_key), "creating the service_role client")
+        try:
+            self.admin = self._wait(self._client(cfg.service_role_key), "creating the service_role client")
+        except Exception as exc:
+            self._stop()
+            raise SmokeRefused(cfg.scrub(f"cannot create a Supabase client for {cfg.url}: {exc}")) from None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -152,10 +156,22 @@ class LiveDriver(Driver):
     def preflight(self) -> None:
         """The chat schema must be there, at this package's head revision (compared through the
         RPC surface PostgREST describes: the version table is not exposed)."""
+        probes: dict[str, Reply] = {}
         try:
-            reply = self._rpc(self.admin, "chat_history", {"_thread_id": "-", "_limit": 1}, "the chat_history probe")
+            anon = self._wait(self._client(self.cfg.anon_key), "creating the anon client")
+            for key, client in (("service role key", self.admin), ("anon key", anon)):
+                # Nothing is written: chat_history only reads, and refuses callers without a session.
+                probes[key] = self._rpc(client, "chat_history", {"_thread_id": "-", "_limit": 1},
+                                        f"the chat_history probe with the {key}")
         except StepFailed as exc:
             raise SmokeRefused(f"cannot reach the project at {self.cfg.url}: {exc}") from None
+        for key, probe in probes.items():
+            if _key_refused(probe):
+                flag = "--service-role-key / SUPABASE_SERVICE_ROLE_KEY" if key.startswith("service") \
+                    else "--anon-key / SUPABASE_ANON_KEY"
+                raise SmokeRefused(f"the project at {self.cfg.url} does not accept the {key} ({probe.code or 'HTTP 401'} "
+                                   f"{probe.message}): check {flag}")
+        reply = probes["service role key"]
         if reply.code == MISSING_FUNCTION:
             raise SmokeRefused(f"the project at {self.cfg.url} has no chat schema (PostgREST knows no chat_history): "
                                "apply the migrations first (`dbtool migrate` with the database URL, or "
@@ -424,6 +440,14 @@ class LiveDriver(Driver):
                 with contextlib.suppress(Exception):  # best effort: the users are gone already
                     self._wait(client.realtime.close(), "closing a Realtime connection", 5)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=5)
+            self._stop()
         return deleted, problems
+
+    def _stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+def _key_refused(reply: Reply) -> bool:
+    """PostgREST (PGRST3xx: JWT problems) or the API gateway ("Invalid API key") refused the key."""
+    return not reply.ok and ((reply.code or "").startswith("PGRST3") or "api key" in (reply.message or "").lower())
