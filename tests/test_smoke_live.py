@@ -20,7 +20,7 @@ from dbtool import smoke
 from dbtool.cli import cli
 from dbtool.errors import ConfigError
 from dbtool.pytest_plugin import ChatDatabase
-from dbtool.smoke import live, scenario
+from dbtool.smoke import base, live, scenario
 from dbtool.smoke.local import USER_PREFIX
 from tests import supabase_http
 from tests.supabase_http import ANON_KEY, SERVICE_KEY
@@ -209,7 +209,7 @@ def test_anonymous_sign_ins_off_is_said_plainly(project: tuple[str, supabase_htt
     url, _ = project
     driver = live.LiveDriver(live.live_config(url, ANON_KEY, SERVICE_KEY, 1, env={}))
     try:
-        with pytest.raises(scenario.StepSkipped, match="anonymous sign-ins are off in this project"):
+        with pytest.raises(base.StepSkipped, match="anonymous sign-ins are off in this project"):
             driver.sign_in_anonymously("guest", "run")
     finally:
         assert driver.cleanup() == (0, [])

@@ -1,6 +1,7 @@
 """`dbtool smoke`: one end-to-end scenario of the chat, run by a local or a live driver.
 
-* `scenario` — the steps, their expectations and the runner (statuses, clean-up).
+* `base` — statuses, step results, the report, and what a driver supplies (`Driver`).
+* `scenario` — the steps, their expectations and the runner (clean-up included).
 * `local` — through the package's PostgREST and Realtime reproduction, against a stand-in.
 * `live` — through supabase-py against a real project (supabase-py is imported only there).
 * `surface` — the RPC surface of each revision, to compare a project with this package.
@@ -12,7 +13,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dbtool.smoke.scenario import Report, SmokeRefused, Status, StepResult, run, steps
+from dbtool.smoke.base import Report, SmokeRefused, Status, StepResult
+from dbtool.smoke.scenario import run, steps
 
 if TYPE_CHECKING:
     from dbtool.smoke.live import LiveConfig

@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 from dbtool import export, migrate
 from dbtool.errors import ConfigError
 from dbtool.smoke import surface
-from dbtool.smoke.local import USER_PREFIX, user_email
-from dbtool.smoke.scenario import (
+from dbtool.smoke.base import (
     Caller,
     Driver,
     Reply,
@@ -33,6 +32,7 @@ from dbtool.smoke.scenario import (
     StepTimeout,
     StepWaiting,
 )
+from dbtool.smoke.local import USER_PREFIX, user_email
 
 T = TypeVar("T")
 

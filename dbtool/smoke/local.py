@@ -18,7 +18,7 @@ import psycopg
 
 from dbtool import migrate, personas, postgrest, realtime
 from dbtool.personas import Persona
-from dbtool.smoke.scenario import Caller, Driver, Reply, SmokeRefused, StepFailed, StepSkipped
+from dbtool.smoke.base import Caller, Driver, Reply, SmokeRefused, StepFailed, StepSkipped
 from dbtool.urls import libpq_url, redact
 
 USER_PREFIX = "chat-db-smoke"
