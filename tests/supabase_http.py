@@ -2,15 +2,18 @@
 
 Auth (admin users, password sign-in) writes and reads auth.users; PostgREST requests go
 through dbtool.postgrest, which reproduces what PostgREST runs; the OpenAPI description
-lists the database's own functions. There is no Realtime server: a websocket to
-/realtime/v1 is refused, as by a project whose Realtime is unreachable. Access tokens are
+lists the database's own functions. Websockets to /realtime/v1 go to the Realtime emulation
+(tests/supabase_realtime.py) when one is given, else they are refused, as by a project whose
+Realtime is unreachable. Access tokens are
 unsigned JWTs carrying `sub` (nothing here checks signatures: the keys are only compared).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -56,6 +59,7 @@ class Api:
     hide_functions: set[str] = field(default_factory=set)  # absent from PostgREST's schema cache
     hold_create: str | None = None  # a label whose creation answers only when `release` is set
     release: threading.Event = field(default_factory=threading.Event)
+    realtime_port: int | None = None  # the Realtime emulation; None: no Realtime server
 
     def user_json(self, uid: str, email: str | None, meta: dict[str, Any]) -> dict[str, Any]:
         return {"id": uid, "email": email, "aud": "authenticated", "role": "authenticated", "app_metadata": {},
@@ -167,7 +171,30 @@ class Handler(BaseHTTPRequestHandler):
             for name, args in self.surface(admin).items()}}
 
     def do_GET(self) -> None:
+        if self.path.startswith("/realtime/v1/websocket") and self.api.realtime_port:
+            return self.tunnel(self.api.realtime_port)
         self.route("GET")
+        return None
+
+    def tunnel(self, port: int) -> None:
+        """Hand the websocket upgrade to the Realtime emulation, then pipe bytes both ways."""
+        upstream = socket.create_connection(("127.0.0.1", port))
+        head = f"GET {self.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()) + "\r\n"
+        upstream.sendall(head.encode())
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+        back = threading.Thread(target=pipe, args=(upstream, self.connection), daemon=True)
+        back.start()
+        pipe(self.connection, upstream)
+        back.join()
+        upstream.close()
+        self.close_connection = True
 
     def do_POST(self) -> None:
         self.route("POST")
@@ -177,9 +204,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(url: str, admin_url: str) -> Iterator[tuple[str, Api]]:
+def serve(url: str, admin_url: str, realtime_port: int | None = None) -> Iterator[tuple[str, Api]]:
     """The API on a free loopback port: (base URL, what it saw)."""
-    api = Api(admin_url, url)
+    api = Api(admin_url, url, realtime_port=realtime_port)
     handler = type("BoundHandler", (Handler,), {"api": api})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True

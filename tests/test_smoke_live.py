@@ -1,9 +1,9 @@
 """The live driver of `dbtool smoke`: configuration, secrets, refusals, timeouts and clean-up.
 
-Without a project, the driver runs against tests/supabase_http.py: Supabase's HTTP API
-(Auth admin, sign-in, PostgREST) over the real local database, with no Realtime server.
-With SUPABASE_URL and both keys in the environment, the last test runs it against that
-project.
+Without a project, the driver runs against tests/supabase_http.py (Supabase's HTTP API:
+Auth admin, sign-in, PostgREST) and, where Realtime is needed, tests/supabase_realtime.py,
+both over the real local database. With SUPABASE_URL and both keys in the environment, the
+last test runs it against that project.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -22,9 +23,10 @@ from dbtool.errors import ConfigError
 from dbtool.pytest_plugin import ChatDatabase
 from dbtool.smoke import base, live, scenario
 from dbtool.smoke.local import USER_PREFIX
-from tests import supabase_http
+from tests import supabase_http, supabase_realtime
 from tests.supabase_http import ANON_KEY, SERVICE_KEY
 from tests.test_smoke import counts as all_counts
+from tests.test_smoke import missing_functions
 
 REST_STEPS = ("users.create", "identities.map", "users.sign_in", "thread.ensure", "message.send", "message.retry",
               "history.paging", "history.outsider")
@@ -40,6 +42,17 @@ def counts(db: ChatDatabase) -> dict[str, int]:
     """Rows of every table but realtime.messages: on a project the broadcasts of the run's
     messages stay in Realtime's queue (which Realtime prunes) and the run cannot delete them."""
     return {k: v for k, v in all_counts(db).items() if k != "realtime.messages"}
+
+
+@contextmanager
+def project_with_realtime(db: ChatDatabase, public_access: bool = False) -> Iterator[tuple[str, supabase_http.Api]]:
+    server = supabase_realtime.RealtimeServer(db.url, public_access=public_access)
+    server.start()
+    try:
+        with supabase_http.serve(db.url, db.admin_url, server.port) as served:
+            yield served
+    finally:
+        server.stop()
 
 
 def run_cli(url: str, *extra: str) -> Result:
@@ -213,6 +226,46 @@ def test_anonymous_sign_ins_off_is_said_plainly(project: tuple[str, supabase_htt
             driver.sign_in_anonymously("guest", "run")
     finally:
         assert driver.cleanup() == (0, [])
+
+
+# --- with Realtime too ----------------------------------------------------------------------
+
+
+def test_live_driver_end_to_end(chat_db: ChatDatabase) -> None:
+    before = counts(chat_db)
+    with project_with_realtime(chat_db) as (url, _):
+        result = run_cli(url, "--json", "--timeout", "10")
+    no_secrets(result)
+    assert result.exit_code == 0, result.output
+    steps = steps_of(result)
+    for step in smoke.steps():
+        waiting = bool(step.feature) and missing_functions(chat_db, step.feature)
+        assert steps[step.name]["result"] == ("waiting for its feature" if waiting else "passed"), steps[step.name]
+    assert steps_of(result)["realtime.outsider"]["detail"].startswith(
+        "refused: CHANNEL_ERROR {\"reason\": \"Unauthorized: You do not have permissions to read")
+    assert counts(chat_db) == before
+
+
+def test_public_channels_allowed_is_said_plainly(chat_db: ChatDatabase) -> None:
+    with project_with_realtime(chat_db, public_access=True) as (url, _):
+        result = run_cli(url, "--json", "--timeout", "10")
+    assert result.exit_code == 1
+    failed = {name: s["detail"] for name, s in steps_of(result).items() if s["result"] == "failed"}
+    assert list(failed) == ["realtime.public"]
+    assert "turn off 'Allow public access' in the project's Realtime settings" in failed["realtime.public"]
+
+
+def test_a_forged_broadcast_that_gets_through_fails_the_run(chat_db: ChatDatabase) -> None:
+    with chat_db.connect(admin=True) as conn:  # a project whose guards were dropped by another feature
+        conn.execute("drop policy chat_realtime__guard_authenticated on realtime.messages")
+        conn.execute("drop policy chat_realtime__guard_other_roles on realtime.messages")
+        conn.execute("create policy open_broadcasts on realtime.messages for insert to authenticated with check (true)")
+    with project_with_realtime(chat_db) as (url, _):
+        result = run_cli(url, "--json", "--timeout", "10")
+    assert result.exit_code == 1
+    step = steps_of(result)["realtime.client_broadcast"]
+    assert step["result"] == "failed" and step["detail"] == (
+        "a client broadcast reached the other participant: bob received the forged INSERT")
 
 
 # --- against a real project -----------------------------------------------------------------

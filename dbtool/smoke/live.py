@@ -444,8 +444,20 @@ class LiveDriver(Driver):
         return deleted, problems
 
     def _stop(self) -> None:
+        """Cancel what the clients left running (push timers, heartbeats), then stop the loop."""
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(drain(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def _key_refused(reply: Reply) -> bool:
