@@ -163,3 +163,20 @@ def test_standin_alone_is_not_enough(chat_db_server: EmbeddedServer) -> None:
             smoke.run_local(db.url, db.admin_url)
     finally:
         build.drop_database(db.admin_url, name)
+
+
+def test_local_guest_is_an_anonymous_user_and_is_deleted(chat_db: ChatDatabase) -> None:
+    from dbtool.smoke.local import LocalDriver
+
+    before = counts(chat_db)
+    driver = LocalDriver(chat_db.url, chat_db.admin_url)
+    guest = driver.sign_in_anonymously("guest", "run")
+    assert guest.anonymous and guest.handle.claims["is_anonymous"] is True and guest.handle.sub == guest.uid
+    with chat_db.connect(admin=True) as conn:
+        assert conn.execute("select is_anonymous, email from auth.users where id = %s", (guest.uid,)).fetchone() == (
+            True, None)
+    # Anonymous users get nothing else: no thread of their own to join, no history.
+    missing = scenario.thread_id(scenario.mongo_id(), scenario.mongo_id())
+    assert driver.rpc(guest, "chat_history", {"_thread_id": missing}).code == "P0002"
+    assert driver.cleanup() == (1, [])
+    assert counts(chat_db) == before
