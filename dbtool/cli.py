@@ -559,7 +559,7 @@ def _smoke_text(report: smoke.Report) -> str:
     lines += [f"note: {n}" for n in report.notes]
     counts = ", ".join(f"{report.count(st)} {st.value}" for st in smoke.Status if report.count(st))
     lines.append(f"{report.driver} smoke of {report.target} (run {report.run_id}): {counts}")
-    return "\n".join(lines).replace("\n\n\n", "\n\n")
+    return "\n".join(lines)
 
 
 def _step_progress(result: smoke.StepResult) -> None:

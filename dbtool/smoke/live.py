@@ -52,7 +52,7 @@ class LiveConfig:
     timeout: float = 15.0
 
     def scrub(self, text: str) -> str:
-        """`text` with every key replaced by `***`."""
+        """`text` with every key replaced by its name (`<service role key>`, `<anon key>`)."""
         for value, name in ((self.service_role_key, "service role key"), (self.anon_key, "anon key")):
             if value:
                 text = text.replace(value, f"<{name}>")
