@@ -6,12 +6,14 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
 
-from dbtool import __version__, local, migrate, seed, standin
+from dbtool import __version__, local, migrate, seed, smoke, standin
+from dbtool import export as export_lib
 from dbtool import reset as reset_lib
 from dbtool import schema as schemas
 from dbtool import target as targets
@@ -546,6 +548,106 @@ def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | 
     click.echo(audit_report.render_diff(changes, fmt, str(old.get("taken_at"))))
     if changes:
         sys.exit(1)
+
+
+# --- end to end: smoke, and the Supabase CLI export -----------------------------------------
+
+
+def _smoke_text(report: smoke.Report) -> str:
+    rows = [(s.name, s.expectation, s.status.value, f"{s.ms:.0f}") for s in report.steps]
+    lines = [table(["step", "expectation", "result", "ms"], rows), ""]
+    reasons: dict[str, list[str]] = {}
+    for s in report.steps:
+        if s.status is not smoke.Status.PASSED:
+            reasons.setdefault(f"{s.status.value}: {s.detail}", []).append(s.name)
+    lines += [f"{', '.join(names)}: {reason}" for reason, names in reasons.items()]
+    lines += [f"note: {n}" for n in report.notes]
+    counts = ", ".join(f"{report.count(st)} {st.value}" for st in smoke.Status if report.count(st))
+    lines.append(f"{report.driver} smoke of {report.target} (run {report.run_id}): {counts}")
+    return "\n".join(lines)
+
+
+def _step_progress(result: smoke.StepResult) -> None:
+    progress(f"{result.name}: {result.status.value} ({result.ms:.0f} ms)")
+
+
+@cli.command("smoke")
+@click.option("--local", "use_local", is_flag=True,
+              help="Run against a local database through the package's PostgREST and Realtime reproduction.")
+@database_option
+@click.option("--supabase-url", metavar="URL", help="The project's URL (default: $SUPABASE_URL).")
+@click.option("--anon-key", metavar="KEY", help="The anon (publishable) key (default: $SUPABASE_ANON_KEY).")
+@click.option("--service-role-key", metavar="KEY",
+              help="The service_role (secret) key (default: $SUPABASE_SERVICE_ROLE_KEY; prefer the variable: "
+              "flags show in the process list).")
+@click.option("--timeout", type=float, default=15.0, show_default=True,
+              help="Seconds any network wait may take (live).")
+@json_option
+def smoke_cmd(use_local: bool, database_url: str | None, supabase_url: str | None, anon_key: str | None,
+              service_role_key: str | None, timeout: float, as_json: bool) -> None:
+    """Run the chat end to end: users, thread, messages, history, Realtime, guests, receipts.
+
+    Live (the default): supabase-py against a project (hosted, a branch or `supabase start`).
+    It creates throwaway users named chat-db-smoke-<run>-<label>@smoke.chat-db.invalid through
+    the Auth admin API and deletes every one of them at the end, also on failure and Ctrl-C;
+    it changes nothing else. It refuses a project without the chat schema or at another
+    schema revision. With --local the same scenario runs against a local database
+    (default: the `dbtool local` server) through the package's reproduction of PostgREST and
+    Realtime. Steps of features the database lacks report "waiting for its feature".
+    Exit 1 when a step failed.
+
+    \b
+    Example:
+      export SUPABASE_URL=https://abcd.supabase.co SUPABASE_ANON_KEY=... SUPABASE_SERVICE_ROLE_KEY=...
+      dbtool smoke
+      dbtool smoke --local --json
+    """
+    if use_local:
+        if supabase_url or anon_key or service_role_key:
+            raise click.UsageError("--supabase-url, --anon-key and --service-role-key are for the live run, not --local")
+        tgt = targets.resolve(database_url, local_config())
+        report = smoke.run_local(tgt.url, tgt.admin_url, progress=_step_progress)
+    else:
+        if database_url:
+            raise click.UsageError("--database-url is for --local; the live run reaches the project through its API")
+        from dbtool.smoke import live
+
+        cfg = live.live_config(supabase_url, anon_key, service_role_key, timeout)
+        progress(f"live smoke of {cfg.url}")
+        report = smoke.run_live(cfg, progress=_step_progress)
+    emit(as_json, report.as_dict(), lambda: _smoke_text(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.group("export", cls=DbtoolGroup, context_settings=CONTEXT)
+def export_group() -> None:
+    """Write the migrations in the form another deployment tool applies.
+
+    \b
+    Example:
+      dbtool export supabase-cli .    # then: supabase db push
+    """
+
+
+@export_group.command("supabase-cli")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@json_option
+def export_supabase_cli(directory: str, as_json: bool) -> None:
+    """Write each revision as DIRECTORY/supabase/migrations/<timestamp>_chat_db_<rev>.sql.
+
+    Each file is the revision's offline SQL (as `dbtool migrate --sql` prints it, with the
+    version table in chat_migrations), without BEGIN/COMMIT because `supabase db push` runs
+    each file in one transaction. Timestamps come from each revision's Create Date and its
+    place in the chain, so exporting again writes the same names and bytes.
+
+    \b
+    Example:
+      dbtool export supabase-cli ~/src/app && cd ~/src/app && supabase db push
+    """
+    written = export_lib.supabase_cli(Path(directory))
+    rows = [(w.revision, w.status, w.path) for w in written]
+    emit(as_json, [w.as_dict() for w in written], lambda: table(["revision", "file", "path"], rows))
 
 
 # --- the main job -----------------------------------------------------------------------

@@ -186,11 +186,16 @@ def downgrade(settings: MigrateSettings, target: str, progress: Progress = _quie
 
 
 def offline_sql(target: str = "head", start: str | None = None, down: bool = False,
-                timeouts: MigrationConfig | None = None) -> str:
-    """The SQL an upgrade (or downgrade) would run, for review; needs no database."""
+                timeouts: MigrationConfig | None = None, export: bool = False) -> str:
+    """The SQL an upgrade (or downgrade) would run, for review; needs no database.
+
+    `export`: for a runner that wraps the whole text in one transaction (the Supabase CLI):
+    no BEGIN/COMMIT, and the migration lock held for that transaction only.
+    """
     from alembic import command
 
     cfg, _ = alembic_config(timeouts=timeouts)
+    cfg.attributes["export"] = export
     buffer = io.StringIO()
     cfg.output_buffer = buffer
     span = f"{start}:{target}" if start else target

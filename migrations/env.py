@@ -130,11 +130,19 @@ def _common() -> dict[str, Any]:
 
 
 def run_migrations_offline() -> None:
-    """`--sql`: print the SQL a reviewer reads (and psql could run), no database needed."""
-    context.configure(dialect_name="postgresql", literal_binds=True, dialect_opts={"paramstyle": "named"}, **_common())
+    """`--sql`: print the SQL a reviewer reads (and psql could run), no database needed.
+
+    For `dbtool export supabase-cli` (attribute `export`) the output has no BEGIN/COMMIT and
+    takes the lock for the transaction only: the Supabase CLI runs each file in a transaction
+    of its own, and explicit transaction control inside a file breaks its bookkeeping.
+    """
+    export = bool(config.attributes.get("export"))
+    options = {"transactional_ddl": False} if export else {}
+    context.configure(dialect_name="postgresql", literal_binds=True, dialect_opts={"paramstyle": "named"},
+                      **options, **_common())
     context.execute(f"set lock_timeout = '{LOCK_TIMEOUT}'")
     context.execute(f"set statement_timeout = '{STATEMENT_TIMEOUT}'")
-    context.execute(f"select pg_advisory_lock({LOCK_KEY})")
+    context.execute(f"select {'pg_advisory_xact_lock' if export else 'pg_advisory_lock'}({LOCK_KEY})")
     context.execute(f"create schema if not exists {VERSION_SCHEMA}")
     context.execute(f"revoke all on schema {VERSION_SCHEMA} from public")
     with context.begin_transaction():
