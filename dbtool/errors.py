@@ -52,3 +52,7 @@ class SeedError(DbtoolError):
 
 class AuditError(DbtoolError):
     """The audit could not run or a snapshot file is unreadable."""
+
+
+class StatsError(DbtoolError):
+    """Clearing planner statistics could not run or did not finish."""
