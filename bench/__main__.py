@@ -3,6 +3,7 @@
     python -m bench                  # full: 1M messages / 10k threads / 5k users (about 6 minutes)
     python -m bench --quick          # a small dataset, one short trial each: checks that all runs
     python -m bench --json out.json --markdown out.md
+    python -m bench --only estimates  # only some figures (repeat --only)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from bench import figures
 from bench.harness import embedded_server, prepare
 from dbtool import __version__
 from dbtool.render import markdown
+
+STEPS = ("history", "member-reads", "estimates", "inserts", "realtime-checks", "reset")
 
 
 def progress(message: str) -> None:
@@ -59,37 +62,42 @@ def render(result: dict[str, Any]) -> str:
 @click.option("--seconds", type=float, help="Seconds per pgbench trial (default 3; quick 1).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Also write the Markdown table.")
+@click.option("--only", multiple=True, type=click.Choice(STEPS),
+              help="Measure only these figures (repeatable); the load rate is always reported.")
 def main(quick: bool, messages: int | None, trials: int | None, seconds: float | None, json_path: str | None,
-         md_path: str | None) -> None:
+         md_path: str | None, only: tuple[str, ...]) -> None:
     """Measure the DESIGN §7 figures side by side on a private embedded server.
 
     \b
     Example:
       python -m bench --quick
       python -m bench --json bench/results/latest.json --markdown bench/results/latest.md
+      python -m bench --only history --only member-reads --only estimates
     """
     settings = figures.Settings(trials or (1 if quick else 5), seconds or (1.0 if quick else 3.0))
     large_messages = messages or (20_000 if quick else 1_000_000)
     users, threads = (200, 400) if quick else (5_000, 10_000)
     small_threads = max(threads // 10, 10)
     began = time.monotonic()
+    chosen = [step for step in STEPS if not only or step in only]
     with embedded_server(progress) as server:
         large = prepare(server, "bench", users, threads, large_messages, 1, progress)
         small = prepare(server, "bench_small", max(users // 5, 20), small_threads,
-                        max(large_messages // 10, 1000), 2, progress)
+                        max(large_messages // 10, 1000), 2, progress) if "realtime-checks" in chosen else None
         with large.db.connect() as conn:
             version = str(conn.execute("select current_setting('server_version')").fetchone()[0])  # type: ignore[index]
         results: list[figures.Figure] = []
-        steps = [
-            ("history page", lambda: figures.history(large, settings)),
-            ("member reads", lambda: figures.member_reads(large, settings)),
-            ("inserts", lambda: figures.inserts(large, settings)),
-            ("realtime checks", lambda: figures.realtime_checks(small, large, settings)),
-            ("reset", lambda: figures.reset_vs_create(server, settings, progress)),
-        ]
-        for name, step in steps:
+        steps = {
+            "history": lambda: figures.history(large, settings),
+            "member-reads": lambda: figures.member_reads(large, settings),
+            "estimates": lambda: figures.planned_estimates(large),
+            "inserts": lambda: figures.inserts(large, settings),
+            "realtime-checks": lambda: figures.realtime_checks(small, large, settings) if small else [],
+            "reset": lambda: figures.reset_vs_create(server, settings, progress),
+        }
+        for name in chosen:
             progress(f"measuring {name}")
-            results.extend(step())
+            results.extend(steps[name]())
         results.append(figures.seeding(large))
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick, "machine": machine(version),

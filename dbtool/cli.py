@@ -12,7 +12,7 @@ from typing import Any
 import click
 import psycopg
 
-from dbtool import __version__, local, migrate, seed, smoke, standin
+from dbtool import __version__, local, migrate, seed, smoke, standin, stats
 from dbtool import export as export_lib
 from dbtool import reset as reset_lib
 from dbtool import schema as schemas
@@ -413,6 +413,61 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
         f"{result.seconds:.1f}s ({result.rate:,.0f} messages/s; COPY {result.copy_seconds:.1f}s, indexes and "
         f"constraints {result.index_seconds:.1f}s). The broadcast trigger was off during the load: "
         "load data is history, not live traffic."))
+
+
+# --- DBAs: private estimates ------------------------------------------------------------------
+
+
+def _cleared_text(result: stats.Cleared) -> str:
+    if not result.columns and not result.validated:
+        return "nothing to clear: no column kept private from the planner has statistics left"
+    lines = []
+    if result.columns:
+        lines.append(f"cleared the statistics of {len(result.columns)} column(s): {', '.join(result.columns)}")
+        lines.append(f"ACCESS EXCLUSIVE held {result.lock_held_ms:.0f} ms (after waiting {result.lock_wait_ms:.0f} ms "
+                     f"for it); recreated {len(result.policies)} policy(ies) and {len(result.constraints)} CHECK "
+                     "constraint(s)")
+    if result.validated:
+        lines.append(f"{len(result.validated)} constraint(s) validated in {result.validate_ms:.0f} ms under SHARE "
+                     "UPDATE EXCLUSIVE (reads and writes went on)")
+    lines.append("left: " + (", ".join(result.remaining) if result.remaining else "nothing (estimates no longer "
+                                                                                  "depend on these columns' values)"))
+    return "\n".join(lines)
+
+
+@cli.command("clear-stats")
+@database_option
+@click.option("--dry-run", is_flag=True, help="Print the SQL it would run for this database; change nothing.")
+@click.option("--lock-timeout", default="2s", show_default=True,
+              help="How long to wait for the tables' locks (the application queues behind the wait) before giving up.")
+@click.option("--statement-timeout", default=lambda: os.environ.get("DBTOOL_STATEMENT_TIMEOUT", "5min"),
+              show_default="5min", help="How long one statement (a constraint's validation) may run.")
+@json_option
+def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str, statement_timeout: str,
+                    as_json: bool) -> None:
+    """Remove statistics that revision 0005 keeps from the planner but ANALYZE leaves behind.
+
+    Needed once on a database analysed before 0005: until then `Prefer: count=planned` can
+    tell a caller how busy a thread, a sender or a text is that they cannot see. Holds ACCESS
+    EXCLUSIVE on the chat tables for a moment (measured: about 0.2 s at 1M messages), then
+    validates the CHECK constraints without blocking reads or writes. Run as the owner
+    (postgres on Supabase); `dbtool audit` reports whether it is needed.
+
+    \b
+    Example:
+      dbtool clear-stats --dry-run --database-url "$DATABASE_URL"
+      dbtool clear-stats --database-url "$DATABASE_URL"
+    """
+    tgt = targets.resolve(database_url, local_config())
+    with psycopg.connect(tgt.url, autocommit=True) as conn:
+        if dry_run:
+            found = stats.plan(conn)
+            emit(as_json, {"columns": [c.name for c in found.columns], "sql": found.script(lock_timeout)},
+                 lambda: found.script(lock_timeout) if not found.empty else "-- nothing to clear")
+            return
+        progress(f"clearing stale planner statistics in {tgt.describe()}")
+        result = stats.clear(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout, progress=progress)
+    emit(as_json, result.as_dict(), lambda: _cleared_text(result))
 
 
 # --- DBAs and CI: verify ---------------------------------------------------------------------

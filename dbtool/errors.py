@@ -56,3 +56,7 @@ class AuditError(DbtoolError):
 
 class SchemaMissing(DbtoolError):
     """The database lacks the objects a command works on (the stand-in or the chat schema)."""
+
+
+class StatsError(DbtoolError):
+    """Clearing planner statistics could not run or did not finish."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from dbtool import estimates
 from dbtool.postgrest import Outcome
 from dbtool.probes import ALL_PROBES, Caller, Probe
 from dbtool.render import markdown, table
@@ -19,7 +20,8 @@ from dbtool.world import World
 
 REFUSALS = {"permission denied": "no grant", "new row violates row-level security": "RLS"}
 LEGEND = ("ok N rows / ok N changed = allowed; SQLSTATE + reason = refused (no grant: no privilege; "
-          "RLS: row-level security); yes/no = Realtime check")
+          "RLS: row-level security); yes/no = Realtime check; same estimate / X vs missing = the planned count "
+          "(Prefer: count=planned) reveals nothing / depends on rows the caller cannot see")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Cell:
     object: str
     operation: str
     kind: str
-    allowed: bool
+    allowed: bool  # for an estimate cell: the estimate leaks (it depends on rows the caller cannot see)
     result: str
     passed: bool = True  # as the contract says (verify); always true for a plain measurement
     failure: str | None = None
@@ -40,7 +42,7 @@ class Cell:
     @property
     def rows(self) -> int | None:
         """Rows seen or changed when allowed (None for Realtime checks and refusals)."""
-        if not self.allowed or self.kind == "realtime":
+        if not self.allowed or self.kind in ("realtime", "estimate"):
             return None
         return int(self.result.split(" ", 1)[0])
 
@@ -49,6 +51,8 @@ class Cell:
         """`ok 3 rows`, `ok 1 changed`, `42501 no grant`, `42501 RLS`, `P0002 thread not found`, yes/no."""
         if self.kind == "realtime":
             return "yes" if self.allowed else "no"
+        if self.kind == "estimate" and (self.allowed or self.result == estimates.SAME):
+            return self.result
         if not self.allowed:
             state, _, message = self.result.partition(" ")
             why = next((short for prefix, short in REFUSALS.items() if message.startswith(prefix)), None)
@@ -57,6 +61,8 @@ class Cell:
 
 
 def cell(probe: Probe, who: Caller, got: Outcome) -> Cell:
+    if probe.kind == "estimate":
+        return Cell(who.label, probe.object, probe.operation, probe.kind, estimates.leaks(got), estimates.describe(got))
     result = ("allowed" if got.ok else "denied") if probe.kind == "realtime" else got.describe()
     return Cell(who.label, probe.object, probe.operation, probe.kind, got.ok, result)
 

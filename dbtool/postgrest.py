@@ -182,3 +182,20 @@ def read_query(table: str, order_by: str, *, count: bool, where: str = "", limit
         "nullif(current_setting('response.status', true), '') AS response_status, "
         "'' AS response_inserted FROM (SELECT * FROM pgrst_source) _postgrest_t"
     )
+
+
+def planned_count(conn: psycopg.Connection[Any], persona: Persona, table: str, filters: Mapping[str, Any]) -> Outcome:
+    """`GET /<table>?<column>=eq.<value>` with `Prefer: count=planned`: PostgREST explains its
+    count query (`SELECT 1 FROM <table> WHERE <filters>`) in the request's transaction, as the
+    caller, and answers with the top node's "Plan Rows". One row: {"planned": <estimate>}."""
+    qualified = sql.SQL("{}.{}").format(sql.Identifier("public"), sql.Identifier(table))
+    where = sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}").format(qualified, sql.Identifier(column), sql.Placeholder()) for column in filters)
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(qualified)
+    if filters:
+        query += sql.SQL(" WHERE ") + where
+    got = run(conn, persona, query, list(filters.values()), path=f"/{table}")
+    if not got.ok:
+        return got
+    plan = got.rows[0]["QUERY PLAN"][0]["Plan"]
+    return Outcome(True, [{"planned": int(plan["Plan Rows"])}], returned=True)

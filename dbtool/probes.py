@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from dbtool import personas, postgrest, realtime
+from dbtool import estimates, personas, postgrest, realtime
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.world import Member, World, thread_id
@@ -76,7 +76,7 @@ def custom_caller(world: World, name: str, role: str, acts_as: str | None, claim
 class Probe:
     object: str
     operation: str
-    kind: str  # table | rpc | realtime
+    kind: str  # table | estimate | rpc | realtime
     run: Callable[[psycopg.Connection[Any], World, Caller], Outcome]
 
     @property
@@ -107,6 +107,13 @@ def _channel(check: str, extension: str, topic: Callable[[World], str]) -> Calla
         fn = realtime.read_check if check == "read" else realtime.write_check
         access = fn(conn, who.persona, topic(world), (extension,))
         return Outcome(access.allowed[extension], [])
+
+    return run
+
+
+def _estimate(subject: estimates.Subject) -> Callable[..., Outcome]:
+    def run(conn: psycopg.Connection[Any], world: World, who: Caller) -> Outcome:
+        return estimates.compare(conn, world, who.persona, subject)
 
     return run
 
@@ -165,6 +172,11 @@ def _thread_row(x: Member, y: Member) -> tuple[str, str, str, str, str]:
     return thread_id(a.mongo_id, b.mongo_id), a.mongo_id, a.uid, b.mongo_id, b.uid
 
 
+# Prefer: count=planned for a value of a thread the caller is not in vs one that does not exist.
+ESTIMATE_PROBES = [
+    Probe("chat_messages", f"planned count: {s.label} vs missing", "estimate", _estimate(s)) for s in estimates.SUBJECTS
+]
+
 RPC_PROBES = [
     Probe("ensure_chat_thread()", "call (alice, bob)", "rpc", _rpc(
         "ensure_chat_thread", lambda w, c: {"_user_a_mongo_id": w.alice.mongo_id, "_user_b_mongo_id": w.bob.mongo_id},
@@ -198,4 +210,4 @@ REALTIME_PROBES = [
     for ext in ("broadcast", "presence")
 ]
 
-ALL_PROBES = TABLE_PROBES + RPC_PROBES + REALTIME_PROBES
+ALL_PROBES = TABLE_PROBES + ESTIMATE_PROBES + RPC_PROBES + REALTIME_PROBES

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {
-    "history_rls", "history_rpc", "member_page", "member_count",
+    "history_rls", "history_rpc", "member_page", "member_count", "estimate_planned", "estimate_before_0005",
     "insert_1_durable", "insert_2_durable", "insert_8_durable", "insert_1_fsync_off", "insert_2_fsync_off",
     "insert_8_fsync_off", "insert_2_bare", "join_read_400", "join_read_40", "join_read_flat", "join_write_flat",
     "reset", "reset_cli", "seed",
@@ -36,6 +36,8 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     for key in ("member_page", "member_count"):
         for mode in ("custom", "generic"):
             assert figures[key]["data"]["plans"][mode]["subplans"] == 0  # plan evidence is recorded
+    assert figures["estimate_planned"]["verdict"] == "met"  # an estimate, not a time: exact at any size
+    assert figures["estimate_before_0005"]["value"] > 1  # and the figure sees a leak where there is one
     assert result["machine"]["cores"] and result["machine"]["postgresql"].startswith("17")
     table = md.read_text()
     assert table.count("\n|") == len(FIGURES) + 2  # header, rule, one row per figure

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from dbtool import stats
 from dbtool.audit.config import SUPABASE_SCHEMAS, AuditConfig
 
 SEVERITIES = ("info", "warn", "error")
@@ -414,6 +415,20 @@ def duplicate_indexes(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[F
         """, _params(cfg))
     return [Finding("duplicate_index", "warn", r["name"], f"identical indexes: {', '.join(r['indexes'])}",
                     f"drop index {r['indexes'][-1]};") for r in rows]
+
+
+@check
+def stale_statistics(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[Finding]:
+    by_table: dict[str, list[str]] = {}
+    for column in stats.stale(conn):
+        by_table.setdefault(column.table, []).append(column.column)
+    return [Finding(
+        "stale_statistics", "warn", table,
+        f"{', '.join(columns)}: kept private from the planner (statistics target 0), but statistics collected "
+        "earlier are still there and ANALYZE never replaces them; Prefer: count=planned can reveal how busy a "
+        "thread, a sender or a text is to callers who cannot see it",
+        "dbtool clear-stats (once; it holds ACCESS EXCLUSIVE briefly, see its --help)")
+        for table, columns in by_table.items()]
 
 
 def run(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[Finding]:

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from dbtool import estimates
 from dbtool.matrix import cell
 from dbtool.postgrest import Outcome
-from dbtool.probes import ALL_PROBES, PERSONAS, REALTIME_PROBES, Probe, caller
+from dbtool.probes import ALL_PROBES, ESTIMATE_PROBES, PERSONAS, REALTIME_PROBES, Probe, caller
 from dbtool.pytest_plugin import WorldSession
 from dbtool.world import World
 
@@ -173,9 +174,33 @@ def _realtime_expectation(probe: Probe, persona: str) -> ChannelExpect:
     return ChannelExpect(allowed)
 
 
-def expectation(probe: Probe, persona: str) -> Expect | ChannelExpect:
+@dataclass(frozen=True)
+class EstimateExpect:
+    """Prefer: count=planned as the caller: refused, or the same estimate for the busy value
+    (and the statistics' most common one) as for a value that does not exist."""
+
+    refusal: Expect | None = None
+    must_match: bool = True  # service_role reads every row anyway: its estimates may follow them
+
+    def check(self, world: World, got: Outcome) -> None:
+        if self.refusal is not None:
+            self.refusal.check(world, got)
+            return
+        assert got.ok, f"expected a planned count, got {got.sqlstate} {got.message}"
+        if self.must_match and estimates.leaks(got):
+            raise AssertionError(f"the estimate depends on rows the caller cannot see: {estimates.describe(got)}")
+
+
+SAME_ESTIMATE = EstimateExpect()
+ESTIMATE_EXPECT = dict(zip(PERSONAS, (EstimateExpect(no_privilege(T, "chat_messages")), SAME_ESTIMATE, SAME_ESTIMATE,
+                                      SAME_ESTIMATE, SAME_ESTIMATE, EstimateExpect(must_match=False)), strict=True))
+
+
+def expectation(probe: Probe, persona: str) -> Expect | ChannelExpect | EstimateExpect:
     if probe.kind == "realtime":
         return _realtime_expectation(probe, persona)
+    if probe.kind == "estimate":
+        return ESTIMATE_EXPECT[persona]
     return EXPECT[probe.key][persona]
 
 
@@ -187,10 +212,11 @@ def _cell_id(cell: Any) -> str:
 
 
 def test_every_table_and_rpc_probe_has_an_expectation_per_persona() -> None:
-    keys = {p.key for p in ALL_PROBES if p.kind != "realtime"}
+    keys = {p.key for p in ALL_PROBES if p.kind in ("table", "rpc")}
     assert keys == set(EXPECT)
     assert all(set(cells) == set(PERSONAS) for cells in EXPECT.values())
     assert len(REALTIME_PROBES) == 9 * 4
+    assert len(ESTIMATE_PROBES) == len(estimates.SUBJECTS) and set(ESTIMATE_EXPECT) == set(PERSONAS)
 
 
 @pytest.mark.parametrize(("probe", "persona"), CELLS, ids=[f"{pe}|{pr.key}" for pr, pe in CELLS])
