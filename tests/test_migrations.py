@@ -108,7 +108,7 @@ def test_upgrade_without_the_publication(bare: ChatDatabase) -> None:
 def test_offline_sql_renders_every_revision_verbatim() -> None:
     up = migrate.offline_sql("head")
     down = migrate.offline_sql("head:base", down=True)
-    for name in ("0001_chat_tables", "0002_chat_rpcs", "0003_chat_realtime"):
+    for name in ("0001_chat_tables", "0002_chat_rpcs", "0003_chat_realtime", "0006_abuse_limits"):
         path = paths.migrations_dir() / "versions" / f"{name}.py"
         namespace: dict[str, object] = {}
         exec(compile(path.read_text(), str(path), "exec"), namespace)
