@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from dbtool.audit import config, findings, report, snapshot
 from dbtool.cli import cli
 from dbtool.pgbin import find_binaries
+from dbtool.probes import ALL_PROBES, PERSONAS
 from dbtool.pytest_plugin import ChatDatabase
 
 CLEAN = config.AuditConfig()
@@ -256,7 +257,7 @@ def test_cli_formats_and_fail_on(chat_db: ChatDatabase) -> None:
     clean = runner.invoke(cli, ["audit", "--database-url", url, "--format", "json"])
     assert clean.exit_code == 0
     data = json.loads(clean.stdout)
-    assert data["counts"] == {"error": 0, "warn": 0, "info": 0} and len(data["matrix"]) == 324
+    assert data["counts"] == {"error": 0, "warn": 0, "info": 0} and len(data["matrix"]) == len(ALL_PROBES) * len(PERSONAS)
     with chat_db.connect() as conn:
         conn.execute("create index chat_messages_again on public.chat_messages (thread_id, created_at, id)")
     warned = runner.invoke(cli, ["audit", "--database-url", url, "--no-matrix"])
