@@ -2,6 +2,7 @@
 
     python -m bench                  # full: 1M messages / 10k threads / 5k users (about 6 minutes)
     python -m bench --quick          # a small dataset, one short trial each: checks that all runs
+    python -m bench --only inserts --only limits   # just the send figures
     python -m bench --json out.json --markdown out.md
 """
 
@@ -22,6 +23,8 @@ from bench import figures
 from bench.harness import embedded_server, prepare
 from dbtool import __version__
 from dbtool.render import markdown
+
+FIGURE_GROUPS = ("history", "reads", "inserts", "limits", "realtime", "reset", "seed")
 
 
 def progress(message: str) -> None:
@@ -57,15 +60,18 @@ def render(result: dict[str, Any]) -> str:
 @click.option("--messages", type=int, help="Messages in the large dataset (default 1,000,000; quick 20,000).")
 @click.option("--trials", type=int, help="Interleaved trials per variant (default 5; quick 1).")
 @click.option("--seconds", type=float, help="Seconds per pgbench trial (default 3; quick 1).")
+@click.option("--only", type=click.Choice(FIGURE_GROUPS), multiple=True,
+              help="Measure only these groups of figures (repeatable); the datasets are built all the same.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Also write the Markdown table.")
-def main(quick: bool, messages: int | None, trials: int | None, seconds: float | None, json_path: str | None,
-         md_path: str | None) -> None:
+def main(quick: bool, messages: int | None, trials: int | None, seconds: float | None, only: tuple[str, ...],
+         json_path: str | None, md_path: str | None) -> None:
     """Measure the DESIGN §7 figures side by side on a private embedded server.
 
     \b
     Example:
       python -m bench --quick
+      python -m bench --only inserts --only limits
       python -m bench --json bench/results/latest.json --markdown bench/results/latest.md
     """
     settings = figures.Settings(trials or (1 if quick else 5), seconds or (1.0 if quick else 3.0))
@@ -80,17 +86,19 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
         with large.db.connect() as conn:
             version = str(conn.execute("select current_setting('server_version')").fetchone()[0])  # type: ignore[index]
         results: list[figures.Figure] = []
-        steps = [
-            ("history page", lambda: figures.history(large, settings)),
-            ("member reads", lambda: figures.member_reads(large, settings)),
-            ("inserts", lambda: figures.inserts(large, settings)),
-            ("realtime checks", lambda: figures.realtime_checks(small, large, settings)),
-            ("reset", lambda: figures.reset_vs_create(server, settings, progress)),
-        ]
-        for name, step in steps:
-            progress(f"measuring {name}")
-            results.extend(step())
-        results.append(figures.seeding(large))
+        steps = {
+            "history": lambda: figures.history(large, settings),
+            "reads": lambda: figures.member_reads(large, settings),
+            "inserts": lambda: figures.inserts(large, settings),
+            "limits": lambda: figures.limits(large, settings),
+            "realtime": lambda: figures.realtime_checks(small, large, settings),
+            "reset": lambda: figures.reset_vs_create(server, settings, progress),
+            "seed": lambda: [figures.seeding(large)],
+        }
+        for name, step in steps.items():
+            if not only or name in only:
+                progress(f"measuring {name}")
+                results.extend(step())
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick, "machine": machine(version),
         "dataset": {"messages": large_messages, "threads": threads, "users": users, "small_threads": small_threads},
