@@ -134,8 +134,7 @@ EXPECT: dict[str, dict[str, Expect]] = {
         Expect(True, rows=lambda w, got: [(r["sender_supabase_id"], r["recipient_mongo_id"], r["body"]) for r in got.rows],
                expected=lambda w: [(_uuid(w.bob.uid), w.alice.mongo_id, "hello")]),
         NOT_AUTHENTICATED),
-    "chat_rate_limits select": per_persona(
-        no_privilege(T, "chat_rate_limits"), some_rows(), some_rows(), some_rows(), some_rows(), some_rows()),
+    "chat_rate_limits select": users(no_privilege(T, "chat_rate_limits"), some_rows()),
     "chat_rate_limits update": users(no_privilege(T, "chat_rate_limits"), affected(1)),
     # The abuse limits, each probe with the caller's bucket used up: refused for every API
     # role on every path (the table's limit is checked before its row policy); service_role

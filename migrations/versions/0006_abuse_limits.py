@@ -42,8 +42,8 @@ How the limits of DESIGN §10 work (DBA notes):
   ensure_chat_thread returning an existing thread (ON CONFLICT DO NOTHING) is free.
 * Tuning without a migration: `update public.chat_rate_limits set burst = 40 where
   limit_name = 'messages_per_sender'` as the owner, or PATCH /rest/v1/chat_rate_limits
-  with the service_role key; check constraints refuse values out of range. Signed-in users
-  may read the limits (to pace themselves), nobody else may change them. Buckets store
+  with the service_role key; check constraints refuse values out of range. No other API
+  role may read or change them (clients learn a limit from the PT429). Buckets store
   time, so a new refill_every rescales what each bucket has used (by at most one burst,
   once); a new burst applies as is.
 * Locks: creating the two triggers takes SHARE ROW EXCLUSIVE on chat_messages and
@@ -87,14 +87,16 @@ insert into public.chat_rate_limits (limit_name, burst, refill_every, descriptio
   ('threads_per_user', 30, interval '2 minutes',
    'threads a user creates (30 per hour): ensure_chat_thread creating one, or a table insert');
 
-create policy chat_rate_limits__select_authenticated on public.chat_rate_limits
-  for select to authenticated
-  using (true);
-comment on policy chat_rate_limits__select_authenticated on public.chat_rate_limits is
-  'The limits are public knowledge: signed-in clients may read them to pace themselves';
+-- service_role bypasses RLS; the policy says who the table is for (with none, the table would
+-- look like one that was forgotten), and no API role other than service_role holds a privilege.
+create policy chat_rate_limits__all_service_role on public.chat_rate_limits
+  for all to service_role
+  using (true)
+  with check (true);
+comment on policy chat_rate_limits__all_service_role on public.chat_rate_limits is
+  'Only the backend (service_role) and the owner read and tune the limits';
 
 revoke all on table public.chat_rate_limits from public, anon, authenticated, service_role;
-grant select on table public.chat_rate_limits to authenticated;
 grant select, update (burst, refill_every, enabled) on table public.chat_rate_limits to service_role;
 
 -- One row per (limit, key) in use: the moment the bucket is full again (GCRA).
