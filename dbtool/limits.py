@@ -2,10 +2,10 @@
 
 A limit is a row of public.chat_rate_limits (a burst, and the time `refill_every` it takes
 to earn one token back); each key (a sender, a user) has a bucket in
-chat_private.chat_rate_limit_buckets holding `full_at`, the moment it is full again
-(migration 0006). These helpers run as the owner or a superuser inside the caller's
-transaction: probes and tests use them to put a bucket at its edge, or to let time pass,
-without sleeping.
+chat_private.chat_rate_limit_buckets holding `full_at`, the moment it is full again, and a
+copy of the limit's values (migration 0006; changing a limit drops its buckets). These
+helpers run as the owner or a superuser inside the caller's transaction: probes and tests
+use them to put a bucket at its edge, or to let time pass, without sleeping.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def settings(conn: psycopg.Connection[Any]) -> dict[str, Limit]:
 
 def configure(conn: psycopg.Connection[Any], name: str, *, burst: int | None = None,
               refill_every: str | timedelta | None = None, enabled: bool | None = None) -> None:
-    """Tune a limit as a project would (what is not given stays)."""
+    """Tune a limit as a project would (what is not given stays; its buckets start over full)."""
     conn.execute(
         "update public.chat_rate_limits set burst = coalesce(%s, burst), "
         "refill_every = coalesce(%s::interval, refill_every), enabled = coalesce(%s, enabled) where limit_name = %s",
@@ -46,10 +46,11 @@ def configure(conn: psycopg.Connection[Any], name: str, *, burst: int | None = N
 def set_tokens(conn: psycopg.Connection[Any], name: str, key: str, tokens: int) -> None:
     """Leave exactly `tokens` tokens in the bucket of `key` at this transaction's now()."""
     conn.execute(
-        "insert into chat_private.chat_rate_limit_buckets (limit_name, key, full_at) "
-        "select l.limit_name, %(key)s, now() + l.refill_every * (l.burst - %(tokens)s) "
+        "insert into chat_private.chat_rate_limit_buckets (limit_name, key, full_at, burst, refill_every) "
+        "select l.limit_name, %(key)s, now() + l.refill_every * (l.burst - %(tokens)s), l.burst, l.refill_every "
         "from public.chat_rate_limits l where l.limit_name = %(name)s "
-        "on conflict (limit_name, key) do update set full_at = excluded.full_at",
+        "on conflict (limit_name, key) do update set full_at = excluded.full_at, burst = excluded.burst, "
+        "refill_every = excluded.refill_every",
         {"name": name, "key": str(key), "tokens": tokens})
 
 
@@ -61,16 +62,16 @@ def use_up(conn: psycopg.Connection[Any], name: str, key: str) -> None:
 def pass_time(conn: psycopg.Connection[Any], name: str, key: str, tokens: int = 1) -> None:
     """Let as much time pass for the bucket of `key` as it takes to earn `tokens` back."""
     conn.execute(
-        "update chat_private.chat_rate_limit_buckets b set full_at = b.full_at - l.refill_every * %s "
-        "from public.chat_rate_limits l where l.limit_name = b.limit_name and b.limit_name = %s and b.key = %s",
+        "update chat_private.chat_rate_limit_buckets b set full_at = b.full_at - b.refill_every * %s "
+        "where b.limit_name = %s and b.key = %s",
         (tokens, name, str(key)))
 
 
 def tokens_left(conn: psycopg.Connection[Any], name: str, key: str) -> int:
     """Tokens in the bucket of `key` now (a key without a bucket has a full one)."""
     row = conn.execute(
-        "select l.burst - coalesce(ceil(extract(epoch from greatest(b.full_at - now(), interval '0')) "
-        "/ extract(epoch from l.refill_every)), 0)::integer "
+        "select coalesce(b.burst, l.burst) - coalesce(ceil(extract(epoch from greatest(b.full_at - now(), "
+        "interval '0')) / extract(epoch from b.refill_every)), 0)::integer "
         "from public.chat_rate_limits l left join chat_private.chat_rate_limit_buckets b "
         "on b.limit_name = l.limit_name and b.key = %s where l.limit_name = %s",
         (str(key), name)).fetchone()

@@ -14,6 +14,8 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -360,6 +362,44 @@ def test_a_thread_inserted_through_the_table_counts(world_db: WorldDb) -> None:
 # --- tuning -----------------------------------------------------------------------------------------------
 
 
+def test_a_change_of_a_limit_applies_at_once_from_a_full_bucket(chat_world: WorldSession) -> None:
+    conn, w = chat_world.conn, chat_world.world
+    limits.use_up(conn, MESSAGES, w.alice.uid)
+    limits.use_up(conn, THREADS, w.alice.uid)
+    limits.configure(conn, MESSAGES, burst=3)
+    assert limits.tokens_left(conn, MESSAGES, w.alice.uid) == 3
+    assert limits.tokens_left(conn, THREADS, w.alice.uid) == 0  # other limits keep their buckets
+    assert inserted(post(conn, w.alice.persona, rows(w, w.alice, w.bob, 3))) == 3
+    refused(post(conn, w.alice.persona, rows(w, w.alice, w.bob, 4)), MESSAGES)
+
+
+def test_a_new_bucket_never_keeps_values_of_a_limit_being_changed(world_db: WorldDb) -> None:
+    """The first take of a key and a change of its limit wait for each other."""
+    w = world_db.world
+    with world_db.db.connect(admin=True, autocommit=False) as tuner:
+        limits.configure(tuner, MESSAGES, burst=3)  # not committed yet
+        first = in_background(lambda: send_committed(world_db, w.alice, w.bob, "rpc"))
+        wait_until_blocked(world_db.admin, "chat_rate_limits")
+        tuner.commit()
+    assert first.result().ok
+    assert limits.tokens_left(world_db.admin, MESSAGES, w.alice.uid) == 2  # 3 - 1: the new values
+
+
+def in_background(work: Callable[[], Outcome]) -> Future[Outcome]:
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future
+
+
+def wait_until_blocked(admin: psycopg.Connection[Any], relation: str) -> None:
+    """Until some session waits for a lock held on a row of `relation`."""
+    while admin.execute(
+        "select not exists (select from pg_stat_activity a where a.wait_event_type = 'Lock' "
+        "and a.datname = current_database() and a.pid <> pg_backend_pid())").fetchone() == (True,):
+        admin.execute("select pg_sleep(0.01)")
+
+
 def patch(conn: psycopg.Connection[Any], who: Persona, changes: dict[str, Any]) -> Outcome:
     """PATCH /rest/v1/chat_rate_limits?limit_name=eq.messages_per_sender"""
     assignments = ", ".join(f'"{k}" = %s' for k in changes)
@@ -459,8 +499,9 @@ def spread_keys(prefix: str, count: int) -> list[str]:
 def test_buckets_full_for_an_hour_are_swept_as_new_keys_arrive(world_db: WorldDb) -> None:
     admin = world_db.admin
     stale, fresh = spread_keys("stale", 1000), spread_keys("fresh", 1000)
-    admin.execute("insert into chat_private.chat_rate_limit_buckets (limit_name, key, full_at) "
-                  "select %s, k, now() - interval '2 hours' from unnest(%s::text[]) k", (MESSAGES, stale))
+    admin.execute("insert into chat_private.chat_rate_limit_buckets "
+                  "select l.limit_name, k, now() - interval '2 hours', l.burst, l.refill_every "
+                  "from public.chat_rate_limits l, unnest(%s::text[]) k where l.limit_name = %s", (stale, MESSAGES))
     # Someone is using the stale bucket right after the first new key: the sweep skips it, never waits.
     in_use = min(k for k in stale if k > fresh[0])
     with world_db.db.connect(admin=True, autocommit=False) as holder, admin.transaction():

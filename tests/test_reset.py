@@ -44,7 +44,7 @@ def test_first_reset_builds_then_repeats_are_fast_and_keep_the_database(target: 
                      "sender_supabase_id, body) values (%s, %s, %s, %s, 'scratch')",
                      (seed.DEMO_THREAD, seed.BOB.mongo_id, seed.ALICE.mongo_id, seed.BOB.uid))
         conn.execute("update public.chat_rate_limits set burst = burst + 1, enabled = false")
-        conn.execute("insert into chat_private.chat_rate_limit_buckets values ('messages_per_sender', 'k', now())")
+        conn.execute("insert into chat_private.chat_rate_limit_buckets values ('messages_per_sender', 'k', now(), 1, '1s')")
     second = reset.reset(target)
     assert (second.mode, second.reason, second.wipe_method) == ("fast", "stand-in and migrations unchanged", "delete")
     assert database_oid(target) == oid

@@ -18,12 +18,14 @@ How the limits of DESIGN §10 work (DBA notes):
   when it would move past now() + burst * refill_every. Exact integer (microsecond)
   arithmetic, no float drift, and one narrow column to update. Moving full_at back by
   refill_every gives one token back (how tests make time pass without sleeping).
-* The hot path is one UPDATE of the sender's own row (no row that every send touches; the
-  settings row is only read), inlined in the message trigger: measured with perf, the
-  nested call, PERFORM and an IF with a subquery re-planned on every call had cost as
-  much as the update itself. full_at is in no index and the table keeps half of each page
-  free (fillfactor 50), so the update is HOT: no index write, and page pruning reclaims
-  the old versions without vacuum.
+* The hot path is one UPDATE of the sender's own row and nothing else: no row that every
+  send touches, not even a read of the settings, because each bucket carries its limit's
+  values (a change of the limit drops its buckets). It is inlined in the message trigger:
+  measured (callgrind, instructions per send), the nested call, PERFORM, a join with the
+  settings and an IF with a subquery re-planned on every call each cost a good part of
+  the update itself. full_at is in no index and the table keeps half of each page free
+  (fillfactor 50), so the update is HOT: no index write, and page pruning reclaims the
+  old versions without vacuum.
 * A bucket that is full is the same as no bucket, so rows can be deleted at any time
   without changing any answer. Each new bucket deletes those among the 16 keys after it
   that have been full for an hour (skipping rows someone is using): keys are spread
@@ -43,9 +45,9 @@ How the limits of DESIGN §10 work (DBA notes):
 * Tuning without a migration: `update public.chat_rate_limits set burst = 40 where
   limit_name = 'messages_per_sender'` as the owner, or PATCH /rest/v1/chat_rate_limits
   with the service_role key; check constraints refuse values out of range. No other API
-  role may read or change them (clients learn a limit from the PT429). Buckets store
-  time, so a new refill_every rescales what each bucket has used (by at most one burst,
-  once); a new burst applies as is.
+  role may read or change them (clients learn a limit from the PT429). A change applies at
+  once: the limit's buckets are dropped, so every key starts from a full bucket under the
+  new values (at most one extra burst each, once).
 * Locks: creating the two triggers takes SHARE ROW EXCLUSIVE on chat_messages and
   chat_threads for the (millisecond) length of this revision; nothing is rewritten.
 """
@@ -99,18 +101,46 @@ comment on policy chat_rate_limits__all_service_role on public.chat_rate_limits 
 revoke all on table public.chat_rate_limits from public, anon, authenticated, service_role;
 grant select, update (burst, refill_every, enabled) on table public.chat_rate_limits to service_role;
 
--- One row per (limit, key) in use: the moment the bucket is full again (GCRA).
--- Only the owner's functions touch it; full_at is in no index and half of each page stays
--- free, so every take is a HOT update.
+-- One row per (limit, key) in use: the moment the bucket is full again (GCRA), and the
+-- limit's values when the bucket was made, so a take reads no other row. Only the owner's
+-- functions touch it; full_at is in no index and half of each page stays free, so every
+-- take is a HOT update.
 create table chat_private.chat_rate_limit_buckets (
   limit_name text collate "C" not null,
   key text collate "C" not null,
   full_at timestamp with time zone not null,
+  burst integer not null,
+  refill_every interval not null,
   constraint chat_rate_limit_buckets_pkey primary key (limit_name, key)
 ) with (fillfactor = 50);
 comment on table chat_private.chat_rate_limit_buckets is
   'Token buckets of the abuse limits: full again at full_at; a full bucket is the same as no row';
 revoke all on table chat_private.chat_rate_limit_buckets from public, anon, authenticated, service_role;
+
+-- A limit changed or removed: its buckets go, and every key starts again from a full bucket
+-- under the new values (at most one extra burst each, once).
+create function chat_private.chat_rate_limits_changed() returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+  if tg_op = 'UPDATE' and new is not distinct from old then
+    return null;
+  end if;
+  delete from chat_private.chat_rate_limit_buckets b where b.limit_name = old.limit_name;
+  return null;
+end
+$$;
+comment on function chat_private.chat_rate_limits_changed() is
+  'Drops the buckets of a changed or removed limit, which carry its old values';
+revoke all on function chat_private.chat_rate_limits_changed() from public, anon, authenticated, service_role;
+-- No grant: trigger functions need none.
+
+create trigger chat_rate_limits__drop_buckets
+  after update or delete on public.chat_rate_limits
+  for each row execute function chat_private.chat_rate_limits_changed();
 
 -- Take _n tokens from the bucket of (_limit_name, _key), or refuse with PT429; a negative
 -- _n gives tokens back (for a counted write that turned out to write nothing). Returns the
@@ -132,17 +162,18 @@ begin
     raise exception using errcode = '22023', message = '_key must not be null and _n must not be null or 0';
   end if;
 
-  -- The common case in one statement: a key with a bucket, a limit that is on.
+  -- The common case in one statement: a key with a bucket (a limit that is off has none).
   update chat_private.chat_rate_limit_buckets b
-     set full_at = greatest(greatest(b.full_at, now()) + l.refill_every * _n, now())
-    from public.chat_rate_limits l
-   where l.limit_name = _limit_name and l.enabled
-     and b.limit_name = _limit_name and b.key = _key
-  returning b.full_at, l.burst, l.refill_every into full_at, burst, refill;
+     set full_at = greatest(greatest(b.full_at, now()) + b.refill_every * _n, now())
+   where b.limit_name = _limit_name and b.key = _key
+  returning b.full_at, b.burst, b.refill_every into full_at, burst, refill;
 
   if not found then
+    -- FOR SHARE: a change of the limit (which drops its buckets) and this new bucket wait
+    -- for each other, so no bucket keeps values that are no longer the limit's.
     select l.burst, l.refill_every, l.enabled into burst, refill, enabled
-    from public.chat_rate_limits l where l.limit_name = _limit_name;
+    from public.chat_rate_limits l where l.limit_name = _limit_name
+    for share;
     if not found then
       raise exception using errcode = '42704', message = format('rate limit %s is not defined', _limit_name),
         hint = 'add a row to public.chat_rate_limits';
@@ -154,10 +185,10 @@ begin
       return burst;  -- tokens given back to a bucket that is full anyway
     end if;
     -- A key without a bucket (new, or swept while full) starts full.
-    insert into chat_private.chat_rate_limit_buckets as b (limit_name, key, full_at)
-    values (_limit_name, _key, now() + refill * _n)
-    on conflict (limit_name, key) do update set full_at = greatest(b.full_at, now()) + refill * _n
-    returning b.full_at into full_at;
+    insert into chat_private.chat_rate_limit_buckets as b (limit_name, key, full_at, burst, refill_every)
+    values (_limit_name, _key, now() + refill * _n, burst, refill)
+    on conflict (limit_name, key) do update set full_at = greatest(b.full_at, now()) + b.refill_every * _n
+    returning b.full_at, b.burst, b.refill_every into full_at, burst, refill;
     -- Sweep: buckets full for an hour among the next 16 keys go (rows in use are skipped).
     delete from chat_private.chat_rate_limit_buckets d
     where (d.limit_name, d.key) in (
@@ -205,11 +236,9 @@ begin
   -- every message): a token when the bucket has one. Anything else (no bucket yet, limit
   -- off, over the limit: the PT429) is take_tokens' to decide, under the row lock.
   update chat_private.chat_rate_limit_buckets b
-     set full_at = greatest(b.full_at, now()) + l.refill_every
-    from public.chat_rate_limits l
-   where l.limit_name = 'messages_per_sender' and l.enabled
-     and b.limit_name = 'messages_per_sender' and b.key = caller
-     and greatest(b.full_at, now()) + l.refill_every <= now() + l.refill_every * l.burst;
+     set full_at = greatest(b.full_at, now()) + b.refill_every
+   where b.limit_name = 'messages_per_sender' and b.key = caller
+     and greatest(b.full_at, now()) + b.refill_every <= now() + b.refill_every * b.burst;
   if not found then
     tokens_left := chat_private.take_tokens('messages_per_sender', caller, 1);
   end if;
@@ -274,6 +303,8 @@ drop function chat_private.chat_threads_rate_limit();
 drop trigger chat_messages__rate_limit on public.chat_messages;
 drop function chat_private.chat_messages_rate_limit();
 drop function chat_private.take_tokens(text, text, integer);
+drop trigger chat_rate_limits__drop_buckets on public.chat_rate_limits;
+drop function chat_private.chat_rate_limits_changed();
 drop table chat_private.chat_rate_limit_buckets;
 drop table public.chat_rate_limits;
 """
