@@ -24,7 +24,7 @@ from bench.harness import embedded_server, prepare
 from dbtool import __version__
 from dbtool.render import markdown
 
-STEPS = ("history", "member-reads", "estimates", "inserts", "realtime-checks", "reset")
+STEPS = ("history", "member-reads", "estimates", "inserts", "limits", "realtime-checks", "reset")
 
 
 def progress(message: str) -> None:
@@ -73,6 +73,7 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
       python -m bench --quick
       python -m bench --json bench/results/latest.json --markdown bench/results/latest.md
       python -m bench --only history --only member-reads --only estimates
+      python -m bench --only inserts --only limits
     """
     settings = figures.Settings(trials or (1 if quick else 5), seconds or (1.0 if quick else 3.0))
     large_messages = messages or (20_000 if quick else 1_000_000)
@@ -92,6 +93,7 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
             "member-reads": lambda: figures.member_reads(large, settings),
             "estimates": lambda: figures.planned_estimates(large),
             "inserts": lambda: figures.inserts(large, settings),
+            "limits": lambda: figures.limits(large, settings),
             "realtime-checks": lambda: figures.realtime_checks(small, large, settings) if small else [],
             "reset": lambda: figures.reset_vs_create(server, settings, progress),
         }

@@ -274,6 +274,46 @@ def inserts(data: Dataset, s: Settings, clients: tuple[int, ...] = (1, 2, 8)) ->
     return figures
 
 
+RPC_INSERT_CLIENT_ID = _post("authenticated", "/rpc/insert_chat_message",
+                             "SELECT r.id FROM bench.members b CROSS JOIN LATERAL public.insert_chat_message("
+                             "b.thread_id, b.mongo, b.partner, 'benchmark message', gen_random_uuid()) r "
+                             "WHERE b.n = :n;\n")
+LIMIT_TRIGGER = "chat_messages__rate_limit"
+
+
+def limits(data: Dataset, s: Settings, clients: tuple[int, ...] = (2, 8)) -> list[Figure]:
+    """The same insert_chat_message request with the abuse limits on vs off (the limit trigger
+    disabled, so no limiter code runs at all): throughput at N clients, fsync off (CPU only,
+    the strictest comparison). The bench raised the limits so that nothing is refused: every
+    send does the full work of counting, none stops early. For information, the same with a
+    _client_id (the limiter then also checks for a retry)."""
+    figures = []
+    with data.db.connect() as conn:
+
+        def trigger(which: str) -> None:
+            state = "enable" if which == "variant" else "disable"
+            conn.execute(f"alter table public.chat_messages {state} trigger {LIMIT_TRIGGER}")
+
+        def tps(script: str, n: int) -> float:
+            return pgbench(data.db, script, clients=n, seconds=s.seconds, variables={"members": data.members}).tps
+
+        try:
+            for n in clients:
+                pair = interleave(s.trials, lambda n=n: tps(RPC_INSERT, n), lambda n=n: tps(RPC_INSERT, n),
+                                  between=trigger)
+                figures.append(Figure(f"limits_{n}", f"insert_chat_message with the abuse limits vs the same send "
+                                      f"with them switched off, {n} clients, fsync off", ">= 0.9", pair.ratio, "x",
+                                      pair.spread, pair.as_dict("transactions/s")))
+            keyed = interleave(s.trials, lambda: tps(RPC_INSERT_CLIENT_ID, 2), lambda: tps(RPC_INSERT_CLIENT_ID, 2),
+                               between=trigger)
+            figures.append(Figure("limits_2_client_id", "the same with a _client_id (the limiter also looks for a "
+                                  "retry), 2 clients, fsync off", "", keyed.ratio, "x", keyed.spread,
+                                  keyed.as_dict("transactions/s")))
+        finally:
+            trigger("variant")
+    return figures
+
+
 REALTIME_SETTINGS = (
     "SELECT set_config('role', :role, true), set_config('realtime.topic', :topic, true), "
     "set_config('request.jwt.claims', :claims, true), set_config('request.jwt.claim.sub', :uid, true), "

@@ -38,6 +38,7 @@ class Outcome:
     message: str | None = None
     rowcount: int = 0
     returned: bool = False  # the statement returned a result set (a SELECT, RETURNING, a function)
+    hint: str | None = None  # PostgREST's error body carries it too (e.g. `retry after N s` with PT429)
 
     def describe(self) -> str:
         if not self.ok:
@@ -162,7 +163,7 @@ def run(
         return Outcome(True, rows, rowcount=rowcount, returned=returned)
     except psycopg.Error as exc:
         diag = exc.diag
-        return Outcome(False, [], diag.sqlstate, diag.message_primary)
+        return Outcome(False, [], diag.sqlstate, diag.message_primary, hint=diag.message_hint)
 
 
 def read_query(table: str, order_by: str, *, count: bool, where: str = "", limit: str = "$1",
@@ -199,3 +200,23 @@ def planned_count(conn: psycopg.Connection[Any], persona: Persona, table: str, f
         return got
     plan = got.rows[0]["QUERY PLAN"][0]["Plan"]
     return Outcome(True, [{"planned": int(plan["Plan Rows"])}], returned=True)
+
+
+def insert_query(table: str, columns: Mapping[str, str]) -> str:
+    """The statement PostgREST sends for `POST /<table>` with a JSON body (an object or an
+    array of any length: one INSERT ... SELECT over json_to_recordset, in one statement);
+    `columns` maps each key of the body to its column type, `%s` takes the body as JSON."""
+    qualified = f'"public"."{table}"'
+    names = ", ".join(f'"{c}"' for c in columns)
+    typed = ", ".join(f'"{c}" {t}' for c, t in columns.items())
+    picked = ", ".join(f'"pgrst_body"."{c}"' for c in columns)
+    return (
+        f"WITH pgrst_source AS (INSERT INTO {qualified}({names}) SELECT {picked} "
+        "FROM (SELECT %s::json AS json_data) pgrst_payload, "
+        f"LATERAL (SELECT {names} FROM json_to_recordset(pgrst_payload.json_data) AS _({typed}) ) pgrst_body "
+        "RETURNING 1) "
+        "SELECT '' AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, array[]::text[] AS header, "
+        "''::text AS body, nullif(current_setting('response.headers', true), '') AS response_headers, "
+        "nullif(current_setting('response.status', true), '') AS response_status, "
+        "'' AS response_inserted FROM (SELECT * FROM pgrst_source) _postgrest_t"
+    )

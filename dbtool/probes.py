@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from dbtool import estimates, personas, postgrest, realtime
+from dbtool import estimates, limits, personas, postgrest, realtime
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.world import Member, World, thread_id
@@ -122,6 +122,15 @@ def _no_params(world: World, who: Caller) -> tuple[Any, ...]:
     return ()
 
 
+_insert_own_thread = _sql(
+    "POST", "insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "
+    "user_b_supabase_id) values (%s, %s, %s, %s, %s)",
+    lambda w, c: _thread_row(c.actor, w.erin))
+_insert_as_self = _sql(
+    "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
+    "body) values (%s, %s, %s, %s, 'hello')",
+    lambda w, c: (w.thread_ab, c.actor.mongo_id, c.partner.mongo_id, c.actor.uid))
+
 TABLE_PROBES = [
     Probe("chat_identities", "select", "table", _sql("GET", "select * from public.chat_identities", _no_params)),
     Probe("chat_identities", "insert", "table", _sql(
@@ -133,10 +142,7 @@ TABLE_PROBES = [
     Probe("chat_identities", "delete", "table", _sql(
         "DELETE", "delete from public.chat_identities where supabase_user_id = %s", lambda w, c: (c.actor.uid,))),
     Probe("chat_threads", "select", "table", _sql("GET", "select * from public.chat_threads", _no_params)),
-    Probe("chat_threads", "insert own thread", "table", _sql(
-        "POST", "insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "
-        "user_b_supabase_id) values (%s, %s, %s, %s, %s)",
-        lambda w, c: _thread_row(c.actor, w.erin))),
+    Probe("chat_threads", "insert own thread", "table", _insert_own_thread),
     Probe("chat_threads", "insert others' thread", "table", _sql(
         "POST", "insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "
         "user_b_supabase_id) values (%s, %s, %s, %s, %s)",
@@ -148,10 +154,7 @@ TABLE_PROBES = [
         "DELETE", "delete from public.chat_threads where thread_id = %s", lambda w, c: (w.thread_ab,))),
     Probe("chat_messages", "select", "table", _sql(
         "GET", "select * from public.chat_messages order by created_at desc, id desc limit 50", _no_params)),
-    Probe("chat_messages", "insert as self", "table", _sql(
-        "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
-        "body) values (%s, %s, %s, %s, 'hello')",
-        lambda w, c: (w.thread_ab, c.actor.mongo_id, c.partner.mongo_id, c.actor.uid))),
+    Probe("chat_messages", "insert as self", "table", _insert_as_self),
     Probe("chat_messages", "insert as the other participant", "table", _sql(
         "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
         "body) values (%s, %s, %s, %s, 'forged')",
@@ -164,6 +167,10 @@ TABLE_PROBES = [
         "PATCH", "update public.chat_messages set body = 'edited' where thread_id = %s", lambda w, c: (w.thread_ab,))),
     Probe("chat_messages", "delete", "table", _sql(
         "DELETE", "delete from public.chat_messages where thread_id = %s", lambda w, c: (w.thread_ab,))),
+    Probe("chat_rate_limits", "select", "table", _sql("GET", "select * from public.chat_rate_limits", _no_params)),
+    Probe("chat_rate_limits", "update", "table", _sql(
+        "PATCH", "update public.chat_rate_limits set burst = burst where limit_name = %s",
+        lambda w, c: (limits.MESSAGES,))),
 ]
 
 
@@ -177,17 +184,47 @@ ESTIMATE_PROBES = [
     Probe("chat_messages", f"planned count: {s.label} vs missing", "estimate", _estimate(s)) for s in estimates.SUBJECTS
 ]
 
+_ensure_ab = _rpc("ensure_chat_thread",
+                  lambda w, c: {"_user_a_mongo_id": w.alice.mongo_id, "_user_b_mongo_id": w.bob.mongo_id},
+                  {}, volatile=True)
+_send_ab = _rpc("insert_chat_message",
+                lambda w, c: {"_thread_id": w.thread_ab, "_sender_mongo_id": c.actor.mongo_id,
+                              "_recipient_mongo_id": c.partner.mongo_id, "_body": "hello"},
+                {}, volatile=True)
+
 RPC_PROBES = [
-    Probe("ensure_chat_thread()", "call (alice, bob)", "rpc", _rpc(
-        "ensure_chat_thread", lambda w, c: {"_user_a_mongo_id": w.alice.mongo_id, "_user_b_mongo_id": w.bob.mongo_id},
-        {}, volatile=True)),
-    Probe("insert_chat_message()", "call (thread ab, self -> other)", "rpc", _rpc(
-        "insert_chat_message",
-        lambda w, c: {"_thread_id": w.thread_ab, "_sender_mongo_id": c.actor.mongo_id,
-                      "_recipient_mongo_id": c.partner.mongo_id, "_body": "hello"},
-        {}, volatile=True)),
+    Probe("ensure_chat_thread()", "call (alice, bob)", "rpc", _ensure_ab),
+    Probe("insert_chat_message()", "call (thread ab, self -> other)", "rpc", _send_ab),
     Probe("chat_history()", "call (thread ab)", "rpc", _rpc(
         "chat_history", lambda w, c: {"_thread_id": w.thread_ab}, {}, volatile=False)),
+]
+
+def _used_up(limit: str, run: Callable[..., Outcome]) -> Callable[..., Outcome]:
+    """The probe `run` with the actor's bucket of `limit` empty (emptied as the owner, in a
+    savepoint rolled back with the probe)."""
+
+    def probe(conn: psycopg.Connection[Any], world: World, who: Caller) -> Outcome:
+        with conn.transaction(force_rollback=True):
+            limits.use_up(conn, limit, who.actor.uid)
+            return run(conn, world, who)
+
+    return probe
+
+
+# The abuse limits (DESIGN §10) hold on every path an API role can write through, and the
+# roles that bypass RLS (service_role) are exempt; returning an existing thread is free.
+LIMIT_PROBES = [
+    Probe("chat_messages", f"insert as self, {limits.MESSAGES} used up", "table",
+          _used_up(limits.MESSAGES, _insert_as_self)),
+    Probe("insert_chat_message()", f"call (thread ab, self -> other), {limits.MESSAGES} used up", "rpc",
+          _used_up(limits.MESSAGES, _send_ab)),
+    Probe("chat_threads", f"insert own thread, {limits.THREADS} used up", "table",
+          _used_up(limits.THREADS, _insert_own_thread)),
+    Probe("ensure_chat_thread()", f"call (self, erin), {limits.THREADS} used up", "rpc", _used_up(limits.THREADS, _rpc(
+        "ensure_chat_thread", lambda w, c: {"_user_a_mongo_id": c.actor.mongo_id, "_user_b_mongo_id": w.erin.mongo_id},
+        {}, volatile=True))),
+    Probe("ensure_chat_thread()", f"call (alice, bob), {limits.THREADS} used up", "rpc",
+          _used_up(limits.THREADS, _ensure_ab)),
 ]
 
 # Topics as columns: ab is A and B's thread, cd is the outsider's own thread with dave.
@@ -210,4 +247,4 @@ REALTIME_PROBES = [
     for ext in ("broadcast", "presence")
 ]
 
-ALL_PROBES = TABLE_PROBES + ESTIMATE_PROBES + RPC_PROBES + REALTIME_PROBES
+ALL_PROBES = TABLE_PROBES + ESTIMATE_PROBES + RPC_PROBES + LIMIT_PROBES + REALTIME_PROBES

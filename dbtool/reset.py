@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -120,18 +121,26 @@ def owned_tables(conn: psycopg.Connection) -> list[str]:
     return sorted((r[0] for r in conn.execute(OWNED_TABLES).fetchall()), key=lambda t: (rank.get(t, -1), t))
 
 
-def wipe_plan(conn: psycopg.Connection) -> dict[str, list[str]]:
-    """The tables to empty and the sequences to restart, recorded at each rebuild."""
+def wipe_plan(conn: psycopg.Connection) -> dict[str, Any]:
+    """The tables to empty, the sequences to restart, and the rows the migrations put in
+    (settings such as public.chat_rate_limits, as JSON), recorded at each rebuild, before
+    the seed: a fast reset puts those rows back, so it leaves what a rebuild leaves."""
     tables = owned_tables(conn)
-    return {"tables": tables, "sequences": [r[0] for r in conn.execute(OWNED_SEQUENCES, (tables,)).fetchall()]}
+    restore = {}
+    for name in tables:
+        row = conn.execute(sql.SQL("select jsonb_agg(to_jsonb(t))::text from {} t").format(sql.SQL(name))).fetchone()
+        if row and row[0]:
+            restore[name] = row[0]
+    return {"tables": tables, "sequences": [r[0] for r in conn.execute(OWNED_SEQUENCES, (tables,)).fetchall()],
+            "restore": restore}
 
 
-def wipe(conn: psycopg.Connection, plan: dict[str, list[str]], large: bool) -> str:
-    """Empty the planned tables, restart their sequences, and add realtime.messages
-    partitions if the coming days lack them, in one round trip. Small data goes with
-    DELETE (a few ms), large with one TRUNCATE (new files, but independent of size).
-    Triggers are off while deleting: with children first, foreign-key cascades have nothing
-    left to do, and nothing is to be broadcast."""
+def wipe(conn: psycopg.Connection, plan: dict[str, Any], large: bool) -> str:
+    """Empty the planned tables, restart their sequences, put the migrations' rows back and
+    add realtime.messages partitions if the coming days lack them, in one round trip. Small
+    data goes with DELETE (a few ms), large with one TRUNCATE (new files, but independent of
+    size). Triggers are off while deleting: with children first, foreign-key cascades have
+    nothing left to do, and nothing is to be broadcast."""
     listed = sql.SQL(", ").join(sql.SQL(t) for t in plan["tables"])  # names recorded quoted
     statements: list[sql.Composable]
     if large:
@@ -141,6 +150,9 @@ def wipe(conn: psycopg.Connection, plan: dict[str, list[str]], large: bool) -> s
         statements += [sql.SQL("delete from {}").format(sql.SQL(t)) for t in plan["tables"]]
         statements += [sql.SQL("select setval({}, 1, false)").format(sql.Literal(q)) for q in plan["sequences"]]
         statements.append(sql.SQL("set local session_replication_role = origin"))
+    statements += [sql.SQL("insert into {0} overriding system value select * from jsonb_populate_recordset("
+                           "null::{0}, {1})").format(sql.SQL(t), sql.Literal(rows))
+                   for t, rows in plan.get("restore", {}).items()]
     statements.append(sql.SQL(
         "select _dbtool.create_realtime_partitions() where to_regclass('realtime.messages_' "
         "|| to_char((now() at time zone 'utc')::date + 3, 'YYYY_MM_DD')) is null"))

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {
     "history_rls", "history_rpc", "member_page", "member_count", "estimate_planned", "estimate_before_0005",
     "insert_1_durable", "insert_2_durable", "insert_8_durable", "insert_1_fsync_off", "insert_2_fsync_off",
-    "insert_8_fsync_off", "insert_2_bare", "join_read_400", "join_read_40", "join_read_flat", "join_write_flat",
+    "insert_8_fsync_off", "insert_2_bare", "limits_2", "limits_8", "limits_2_client_id",
+    "join_read_400", "join_read_40", "join_read_flat", "join_write_flat",
     "reset", "reset_cli", "seed",
 }
 

@@ -123,6 +123,7 @@ def test_migrate_prints_each_revision_and_json(bare: ChatDatabase) -> None:
 
 
 def test_downgrade_and_history_and_sql(bare: ChatDatabase) -> None:
+    (previous, _, _), (head, _, _) = migrate.history()[-2:]
     migrate.upgrade(migrate.MigrateSettings(bare.url), "head")
     down = dbtool("downgrade", "-1", "--database-url", bare.url)
     _, err = down.communicate(timeout=120)

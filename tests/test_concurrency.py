@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dbtool import postgrest
+from dbtool import limits, postgrest
 from dbtool import world as worlds
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
@@ -60,8 +60,14 @@ def test_concurrent_ensure_gives_one_row_to_everyone(world_db: WorldDb) -> None:
     assert world_db.admin.execute("select count(*) from public.chat_threads where thread_id = %s", (thread,)).fetchone() == (1,)
 
 
+def unlimited(wdb: WorldDb) -> None:
+    """These tests send far faster than the abuse limits allow; the limits are not their subject."""
+    limits.configure(wdb.admin, limits.MESSAGES, burst=1_000_000, refill_every="1 millisecond")
+
+
 def test_concurrent_senders_lose_nothing(world_db: WorldDb) -> None:
     w = world_db.world
+    unlimited(world_db)
     before = world_db.counts()
 
     def sender(i: int) -> list[int]:
@@ -117,6 +123,7 @@ def page_through(wdb: WorldDb, reader: Member, limit: int, between: Callable[[in
 
 def test_paging_neither_skips_nor_repeats_with_equal_timestamps_and_inserts_between_pages(world_db: WorldDb) -> None:
     w = world_db.world
+    unlimited(world_db)
     # 30 more messages sharing one created_at (one transaction), after the world's 3 (another one).
     with world_db.admin.transaction():
         for n in range(30):
@@ -145,6 +152,7 @@ def test_paging_neither_skips_nor_repeats_with_equal_timestamps_and_inserts_betw
 
 def test_paging_while_a_writer_runs_concurrently(world_db: WorldDb) -> None:
     w = world_db.world
+    unlimited(world_db)
     with world_db.admin.transaction():
         for n in range(40):
             worlds.insert_message(world_db.admin, w.thread_ab, w.bob, w.alice, f"m{n}")

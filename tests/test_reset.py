@@ -39,21 +39,32 @@ def test_first_reset_builds_then_repeats_are_fast_and_keep_the_database(target: 
     assert (first.mode, first.reason) == ("full", "the database does not exist yet")
     oid = database_oid(target)
     with psycopg.connect(target.admin_url, autocommit=True) as conn:
+        built_limits = limits_of(conn)
         conn.execute("insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, "
                      "sender_supabase_id, body) values (%s, %s, %s, %s, 'scratch')",
                      (seed.DEMO_THREAD, seed.BOB.mongo_id, seed.ALICE.mongo_id, seed.BOB.uid))
+        conn.execute("update public.chat_rate_limits set burst = burst + 1, enabled = false")
+        conn.execute("insert into chat_private.chat_rate_limit_buckets values ('messages_per_sender', 'k', now(), 1, '1s')")
     second = reset.reset(target)
     assert (second.mode, second.reason, second.wipe_method) == ("fast", "stand-in and migrations unchanged", "delete")
     assert database_oid(target) == oid
-    assert second.wiped == ["realtime.messages", "public.chat_messages", "public.chat_threads",
-                            "public.chat_identities", "auth.users"]
+    assert second.wiped == ["chat_private.chat_rate_limit_buckets", "public.chat_rate_limits", "realtime.messages",
+                            "public.chat_messages", "public.chat_threads", "public.chat_identities", "auth.users"]
     with psycopg.connect(target.admin_url) as conn:
         bodies = [r[0] for r in conn.execute("select body from public.chat_messages order by id")]
         ids = [r[0] for r in conn.execute("select id from public.chat_messages order by id")]
         people = conn.execute("select count(*) from auth.users").fetchone()
+        after_limits = limits_of(conn)
+        buckets = conn.execute("select count(*) from chat_private.chat_rate_limit_buckets").fetchone()
     assert bodies == [body for _, _, body in seed.CONVERSATION]
     assert ids == list(range(1, len(seed.CONVERSATION) + 1))  # identities restart
     assert people == (3,)
+    assert after_limits == built_limits and len(built_limits) >= 2  # the migrations' settings, not the edits
+    assert buckets == (0,)
+
+
+def limits_of(conn: psycopg.Connection) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in conn.execute("select * from public.chat_rate_limits order by limit_name")]
 
 
 def test_changed_migrations_rebuild(target: Target) -> None:

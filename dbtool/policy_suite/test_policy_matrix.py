@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dbtool import estimates
+from dbtool.limits import MESSAGES, THREADS
 from dbtool.matrix import cell
 from dbtool.postgrest import Outcome
 from dbtool.probes import ALL_PROBES, ESTIMATE_PROBES, PERSONAS, REALTIME_PROBES, Probe, caller
@@ -60,6 +61,7 @@ def rls(table: str) -> Expect:
 ALLOWED = Expect(True)
 NOT_AUTHENTICATED = denied("42501", "not authenticated")
 THREAD_NOT_FOUND = denied("P0002", "thread not found")
+RATE_LIMITED = denied("PT429", "rate limit exceeded")  # PostgREST answers HTTP 429
 
 
 def column_set(column: str) -> Callable[[World, Outcome], set[Any]]:
@@ -139,6 +141,26 @@ EXPECT: dict[str, dict[str, Expect]] = {
         Expect(True, rows=lambda w, got: [(r["sender_supabase_id"], r["recipient_mongo_id"], r["body"]) for r in got.rows],
                expected=lambda w: [(_uuid(w.bob.uid), w.alice.mongo_id, "hello")]),
         NOT_AUTHENTICATED),
+    "chat_rate_limits select": users(no_privilege(T, "chat_rate_limits"), some_rows()),
+    "chat_rate_limits update": users(no_privilege(T, "chat_rate_limits"), affected(1)),
+    # The abuse limits, each probe with the caller's bucket used up: refused for every API
+    # role on every path (the table's limit is checked before its row policy); service_role
+    # is exempt; returning an existing thread costs nothing.
+    f"chat_messages insert as self, {MESSAGES} used up": per_persona(
+        no_privilege(T, "chat_messages"), rls("chat_messages"), RATE_LIMITED, RATE_LIMITED, RATE_LIMITED,
+        affected(1)),
+    f"insert_chat_message() call (thread ab, self -> other), {MESSAGES} used up": per_persona(
+        no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, RATE_LIMITED, RATE_LIMITED,
+        NOT_AUTHENTICATED),
+    f"chat_threads insert own thread, {THREADS} used up": per_persona(
+        no_privilege(T, "chat_threads"), rls("chat_threads"), RATE_LIMITED, RATE_LIMITED, RATE_LIMITED, affected(1)),
+    f"ensure_chat_thread() call (self, erin), {THREADS} used up": per_persona(
+        no_privilege(F, "ensure_chat_thread"), NOT_AUTHENTICATED, RATE_LIMITED, RATE_LIMITED, RATE_LIMITED,
+        NOT_AUTHENTICATED),
+    f"ensure_chat_thread() call (alice, bob), {THREADS} used up": per_persona(
+        no_privilege(F, "ensure_chat_thread"), NOT_AUTHENTICATED, denied("42501", "not a participant"),
+        exactly("thread_id", lambda w: {w.thread_ab}), exactly("thread_id", lambda w: {w.thread_ab}),
+        NOT_AUTHENTICATED),
     "chat_history() call (thread ab)": per_persona(
         no_privilege(F, "chat_history"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
         Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages["ab"][::-1]),
@@ -192,8 +214,9 @@ class EstimateExpect:
 
 
 SAME_ESTIMATE = EstimateExpect()
-ESTIMATE_EXPECT = dict(zip(PERSONAS, (EstimateExpect(no_privilege(T, "chat_messages")), SAME_ESTIMATE, SAME_ESTIMATE,
-                                      SAME_ESTIMATE, SAME_ESTIMATE, EstimateExpect(must_match=False)), strict=True))
+NO_ESTIMATE = EstimateExpect(no_privilege(T, "chat_messages"))
+ESTIMATE_EXPECT = {"anon": NO_ESTIMATE, "no_sub": SAME_ESTIMATE, "outsider": SAME_ESTIMATE, "participant_a": SAME_ESTIMATE,
+                   "participant_b": SAME_ESTIMATE, "custom_role": NO_ESTIMATE, "service_role": EstimateExpect(must_match=False)}
 
 
 def expectation(probe: Probe, persona: str) -> Expect | ChannelExpect | EstimateExpect:
