@@ -213,7 +213,10 @@ set search_path = ''
 as $$
 declare
   caller uuid := auth.uid();
-  name text := pg_catalog.btrim(_display_name, E' \t\n\r\f\v\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b\u2028\u2029\u202f\u205f\u3000\ufeff');
+  -- Trimmed of what the body rule counts as blank: (Unicode) whitespace and invisible spaces.
+  name text := pg_catalog.regexp_replace(_display_name,
+    '^[\s\u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]+|'
+    '[\s\u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]+$', '', 'g');
   link public.chat_links;
   thread public.chat_threads;
   used integer;
@@ -255,7 +258,8 @@ begin
     return;  -- the same session again: no second slot
   end if;
   select count(*) into used from public.chat_threads t where t.guest_link_id = link.link_id;
-  if used >= link.max_guests then
+  -- A full link, or a caller whose user is gone (a deleted user's access token stays valid until it expires).
+  if used >= link.max_guests or not exists (select from auth.users u where u.id = caller) then
     raise exception using errcode = 'P0002', message = 'link not found';
   end if;
   -- Abuse limits (DESIGN §10) hook in here: redemptions per caller per minute.
@@ -463,7 +467,7 @@ begin
   end if;
   if wanted_thread is null or wanted_thread !~ '^(?:[0-9a-f]{24}_[0-9a-f]{24}|g_[0-9a-f]{32})$' then
     raise exception using errcode = '22023',
-      message = '_thread_id must look like <mongo id>_<mongo id> (24 hexadecimal characters each) or g_<32 hexadecimal characters>';
+      message = '_thread_id must look like <mongo id>_<mongo id> (24 hex characters each) or g_<32 hex characters>';
   end if;
 
   if starts_with(wanted_thread, 'g_') then
@@ -633,7 +637,7 @@ begin
   end if;
   if wanted_thread is null or wanted_thread !~ '^(?:[0-9a-f]{24}_[0-9a-f]{24}|g_[0-9a-f]{32})$' then
     raise exception using errcode = '22023',
-      message = '_thread_id must look like <mongo id>_<mongo id> (24 hexadecimal characters each) or g_<32 hexadecimal characters>';
+      message = '_thread_id must look like <mongo id>_<mongo id> (24 hex characters each) or g_<32 hex characters>';
   end if;
   if _limit is null or _limit not between 1 and 200 then
     raise exception using errcode = '22023', message = '_limit must be between 1 and 200';
