@@ -85,6 +85,7 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
             ("member reads", lambda: figures.member_reads(large, settings)),
             ("inserts", lambda: figures.inserts(large, settings)),
             ("realtime checks", lambda: figures.realtime_checks(small, large, settings)),
+            ("guests", lambda: figures.guests(large, settings)),
             ("reset", lambda: figures.reset_vs_create(server, settings, progress)),
         ]
         for name, step in steps:
