@@ -148,7 +148,7 @@ $$;
 comment on function chat_private.chat_caller_is_anonymous() is
   'True for an anonymous caller (claim is_anonymous or auth.users.is_anonymous)';
 revoke all on function chat_private.chat_caller_is_anonymous() from public;
-grant execute on function chat_private.chat_caller_is_anonymous() to authenticated, service_role;
+-- No grant: only chat_private.chat_create_link, which runs as the owner, calls it.
 
 create function chat_private.chat_create_link(_ttl interval, _max_guests integer, _label text)
 returns table (link_id uuid, token text, expires_at timestamp with time zone)
