@@ -24,7 +24,7 @@ from bench.harness import embedded_server, prepare
 from dbtool import __version__
 from dbtool.render import markdown
 
-STEPS = ("history", "member-reads", "estimates", "inserts", "limits", "realtime-checks", "reset")
+STEPS = ("history", "member-reads", "estimates", "inserts", "limits", "realtime-checks", "guests", "reset")
 
 
 def progress(message: str) -> None:
@@ -95,6 +95,7 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
             "inserts": lambda: figures.inserts(large, settings),
             "limits": lambda: figures.limits(large, settings),
             "realtime-checks": lambda: figures.realtime_checks(small, large, settings) if small else [],
+            "guests": lambda: figures.guests(large, settings),
             "reset": lambda: figures.reset_vs_create(server, settings, progress),
         }
         for name in chosen:

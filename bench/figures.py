@@ -207,14 +207,14 @@ def planned_estimates(data: Dataset) -> list[Figure]:
     ]
 
 
-def _post(role: str, path: str, statement: str) -> str:
+def _post(role: str, path: str, statement: str, callers: str = "bench.members") -> str:
     """A PostgREST POST request: one transaction, its settings, the statement."""
     return (PICK + "BEGIN;\n"
             "SELECT set_config('search_path', '\"public\", \"extensions\"', true), "
             f"set_config('role', '{role}', true), set_config('request.jwt.claims', b.claims, true), "
             f"set_config('request.method', 'POST', true), set_config('request.path', '{path}', true), "
             "set_config('request.headers', '{}', true), set_config('request.cookies', '{}', true) "
-            "FROM bench.members b WHERE b.n = :n;\n" + statement + "COMMIT;\n")
+            f"FROM {callers} b WHERE b.n = :n;\n" + statement + "COMMIT;\n")
 
 
 RAW_ROW = ("INSERT INTO public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body) "
@@ -222,6 +222,10 @@ RAW_ROW = ("INSERT INTO public.chat_messages (thread_id, sender_mongo_id, recipi
 RPC_INSERT = _post("authenticated", "/rpc/insert_chat_message",
                    "SELECT r.id FROM bench.members b CROSS JOIN LATERAL "
                    "public.insert_chat_message(b.thread_id, b.mongo, b.partner, 'benchmark message') r WHERE b.n = :n;\n")
+GUEST_RPC_INSERT = _post("authenticated", "/rpc/insert_chat_message",
+                         "SELECT r.id FROM bench.guests g CROSS JOIN LATERAL "
+                         "public.insert_chat_message(g.thread_id, null, null, 'benchmark message') r WHERE g.n = :n;\n",
+                         callers="bench.guests")
 # The same row as the owner, in the same request shape: no RPC, no RLS, broadcast trigger off.
 RAW_INSERT = _post("postgres", "/chat_messages", RAW_ROW)
 BARE_INSERT = PICK + RAW_ROW  # one autocommit statement, no request around it
@@ -334,9 +338,39 @@ WRITE_CHECK = (
 )
 
 
+GUEST_READ_CHECK = READ_CHECK.replace(LOOKUP, "SELECT uid, topic, claims FROM bench.guests WHERE n = :n \\gset\n")
+
+
 def _check_transaction(text: str) -> bool:
     """The Realtime server's transaction, without pgbench's own member lookup."""
-    return not text.startswith(("\\set", "SELECT uid, thread_id"))
+    return not text.startswith(("\\set", "SELECT uid, thread_id", "SELECT uid, topic, claims"))
+
+
+def guests(data: Dataset, s: Settings) -> list[Figure]:
+    """Guest links (DESIGN §8): a guest's send in their guest thread vs a participant's in a
+    direct thread (the same RPC, request shape and thread size), throughput at 2 clients; and
+    the Realtime join read check of a guest vs of a direct-thread participant."""
+    with data.db.connect() as conn:
+        uid, topic = conn.execute("select uid, topic from bench.guests where n = 1").fetchone()  # type: ignore[misc]
+        assert realtime.read_check(conn, personas.anonymous("guest", uid), topic).can_join
+        conn.execute("truncate realtime.messages")
+
+    def tps(script: str) -> float:
+        return pgbench(data.db, script, clients=2, seconds=s.seconds, variables={"members": data.members}).tps
+
+    send = interleave(s.trials, lambda: tps(GUEST_RPC_INSERT), lambda: tps(RPC_INSERT))
+
+    def check(script: str) -> float:
+        return pgbench(data.db, script, seconds=s.seconds, admin=True,
+                       variables={"members": data.members, "role": "authenticated"}).latency_ms(_check_transaction)
+
+    join = interleave(s.trials, lambda: check(GUEST_READ_CHECK), lambda: check(READ_CHECK))
+    return [
+        Figure("guest_insert", "a guest's insert_chat_message in a guest thread vs a participant's in a direct "
+               "thread, 2 clients", ">= 0.9", send.ratio, "x", send.spread, send.as_dict("transactions/s")),
+        Figure("guest_join", "Realtime join (read) check of a guest vs of a direct-thread participant",
+               "<= 1.2", join.ratio, "x", join.spread, join.as_dict("ms per check")),
+    ]
 
 
 def _sanity(data: Dataset) -> None:

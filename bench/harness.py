@@ -94,6 +94,41 @@ grant usage on schema bench to authenticated;
 grant select on bench.members to authenticated;
 """
 
+# Guest links (DESIGN §8): each probed participant also hosts a link redeemed by one
+# anonymous guest, whose thread holds as many messages as the participant's direct thread.
+GUESTS_SQL = """
+insert into auth.users (id, aud, role, is_anonymous)
+select ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid, 'authenticated', 'authenticated', true
+from bench.members;
+insert into public.chat_links (link_id, host_supabase_id, host_mongo_id, token_hash, max_guests, expires_at)
+select ('00000000-0000-4000-9000-' || lpad(to_hex(n), 12, '0'))::uuid, uid::uuid, mongo,
+       sha256(convert_to('bench link ' || n, 'UTF8')), 1, now() + interval '30 days'
+from bench.members;
+insert into public.chat_threads (thread_id, kind, user_a_mongo_id, user_a_supabase_id, guest_link_id,
+                                 guest_supabase_id, guest_display_name, guest_expires_at)
+select 'g_' || md5('bench guest ' || n), 'guest', mongo, uid::uuid,
+       ('00000000-0000-4000-9000-' || lpad(to_hex(n), 12, '0'))::uuid,
+       ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid, 'Guest ' || n, now() + interval '30 days'
+from bench.members;
+alter table public.chat_messages disable trigger chat_messages__broadcast;  -- history, not news
+insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body,
+                                  created_at)
+select 'g_' || md5('bench guest ' || b.n), case when m.sender_supabase_id::text = b.uid then b.mongo end, null,
+       case when m.sender_supabase_id::text = b.uid then b.uid::uuid
+            else ('00000000-0000-4000-8000-' || lpad(to_hex(b.n), 12, '0'))::uuid end, m.body, m.created_at
+from bench.members b join public.chat_messages m on m.thread_id = b.thread_id;
+alter table public.chat_messages enable trigger chat_messages__broadcast;
+create table bench.guests as
+select n, ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0')) as uid, 'g_' || md5('bench guest ' || n) as thread_id,
+       'chat:g_' || md5('bench guest ' || n) as topic,
+       json_build_object('sub', '00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'), 'role', 'authenticated',
+                         'aud', 'authenticated', 'is_anonymous', true)::text as claims
+from bench.members;
+alter table bench.guests add primary key (n);
+grant select on bench.guests to authenticated;
+analyze public.chat_links, public.chat_threads, public.chat_messages;
+"""
+
 
 # pgbench sends far faster than any user may: the abuse limits stay on (every send does the
 # full work of counting) but never refuse, or pgbench would stop at the first PT429.
@@ -123,6 +158,7 @@ def prepare(server: Server, name: str, users: int, threads: int, messages: int, 
         conn.execute("vacuum (analyze) public.chat_messages, public.chat_threads, public.chat_identities")
         conn.execute(MEMBERS_SQL.replace("%(limit)s", str(min(threads, 2000))))
         conn.execute(UNLIMITED)
+        conn.execute(GUESTS_SQL)
         members = conn.execute("select count(*) from bench.members").fetchone()
     return Dataset(db, users, threads, messages, int(members[0]) if members else 0, result)
 

@@ -330,10 +330,13 @@ def downgrade_cmd(revision: str, offline: bool, database_url: str | None, timeou
 def _demo_text(demo: seed.DemoData | None) -> str:
     if demo is None:
         return "no seed data (--no-seed)"
-    rows = [(p.name, p.uid, p.mongo_id, p.email) for p in demo.personas]
+    rows = [(p.name, p.uid, p.mongo_id or "(anonymous guest)", p.email or "") for p in demo.personas]
+    links = "; ".join(f"{k.status} {k.link_id}" + (f" (token {k.token}, redeemed by dave: {k.guest_thread})"
+                                                   if k.guest_thread else "") for k in demo.links)
     return "\n".join([
         table(["persona", "supabase user id", "mongo id", "email"], rows),
         f"thread alice+bob: {demo.thread_id} ({demo.messages} messages); {demo.outsider} is an outsider",
+        f"guest links of alice: {links}",
     ])
 
 

@@ -18,6 +18,9 @@ import psycopg
 
 MESSAGES = "messages_per_sender"
 THREADS = "threads_per_user"
+GUEST_MESSAGES = "messages_per_guest_session"
+LINKS = "links_per_host"
+REDEMPTIONS = "redemptions_per_caller"
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,16 @@ def service() -> Persona:
 
 def user(name: str, uid: str, email: str | None = None) -> Persona:
     """A signed-in user's access token."""
-    extra: dict[str, Any] = {"sub": uid, "session_id": "00000000-0000-4000-8000-000000000000"}
+    extra: dict[str, Any] = {"sub": uid, "session_id": "00000000-0000-4000-8000-000000000000", "is_anonymous": False}
     if email:
         extra["email"] = email
+    return Persona(name, "authenticated", claims("authenticated", **extra))
+
+
+def anonymous(name: str, uid: str) -> Persona:
+    """An anonymous user's access token (signInAnonymously): role authenticated, a `sub`,
+    no email, and the claim `is_anonymous: true`."""
+    extra: dict[str, Any] = {"sub": uid, "session_id": "00000000-0000-4000-8000-000000000000", "is_anonymous": True}
     return Persona(name, "authenticated", claims("authenticated", **extra))
 
 

@@ -19,7 +19,9 @@ from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.world import Member, World, thread_id
 
-PERSONAS = ("anon", "no_sub", "outsider", "participant_a", "participant_b", "custom_role", "service_role")
+PERSONAS = ("anon", "no_sub", "outsider", "participant_a", "participant_b", "custom_role", "service_role",
+            # guest links (DESIGN §8): the host of a link and the guests of world.guests
+            "host", "guest", "other_guest", "ended_guest", "anonymous", "permanent_guest")
 PERSONA_LABELS = {
     "anon": "anon",
     "no_sub": "authenticated, no sub",
@@ -28,6 +30,12 @@ PERSONA_LABELS = {
     "participant_b": "participant B",
     "custom_role": "custom role",
     "service_role": "service_role",
+    "host": "host",
+    "guest": "guest",
+    "other_guest": "guest of another link",
+    "ended_guest": "ended guest",
+    "anonymous": "anonymous, no link",
+    "permanent_guest": "permanent user as guest",
 }
 
 
@@ -45,14 +53,19 @@ class Caller:
 
 def caller(world: World, key: str) -> Caller:
     """One of the standard personas. Callers without an identity of their own (anon, no sub,
-    service_role) act with alice's ids, i.e. they try to act as a participant."""
+    service_role, anonymous users) act with alice's ids, i.e. they try to act as a participant."""
+    guests = world.guests
     fixed = {"anon": personas.anon(), "no_sub": personas.authenticated_without_sub(), "service_role": personas.service(),
              # a custom JWT role carrying participant A's `sub`: the guards must still hold
              "custom_role": personas.Persona("custom role", world.custom_role,
-                                             {**world.alice.persona.claims, "role": world.custom_role})}
-    members = {"outsider": world.carol, "participant_a": world.alice, "participant_b": world.bob}
+                                             {**world.alice.persona.claims, "role": world.custom_role}),
+             "guest": guests.active.persona, "other_guest": guests.other.persona,
+             "ended_guest": guests.ended.persona, "anonymous": guests.lurker.persona}
+    members = {"outsider": world.carol, "participant_a": world.alice, "participant_b": world.bob, "host": world.dave,
+               "permanent_guest": guests.permanent}
     who = fixed[key] if key in fixed else members[key].persona
-    actor = {"outsider": world.carol, "participant_b": world.bob}.get(key, world.alice)
+    actor = {"outsider": world.carol, "participant_b": world.bob, "host": world.dave,
+             "permanent_guest": guests.permanent}.get(key, world.alice)
     partner = world.alice if actor is world.bob else world.bob
     return Caller(key, PERSONA_LABELS[key], who, actor, partner)
 
@@ -174,6 +187,40 @@ TABLE_PROBES = [
 ]
 
 
+def _sub(world: World, who: Caller) -> str:
+    """The caller's own user id; callers without one write as the active guest."""
+    return who.persona.sub or world.guests.active.uid
+
+
+GUEST_TABLE_PROBES = [
+    Probe("chat_links", "select", "table", _sql(
+        "GET", "select link_id, host_supabase_id, label, max_guests, created_at, expires_at, revoked_at "
+        "from public.chat_links", _no_params)),
+    Probe("chat_links", "select token_hash", "table", _sql(
+        "GET", "select link_id, token_hash from public.chat_links", _no_params)),
+    Probe("chat_links", "insert", "table", _sql(
+        "POST", "insert into public.chat_links (host_supabase_id, host_mongo_id, token_hash, max_guests, expires_at) "
+        "values (%s, %s, sha256('chosen token'::bytea), 1, now() + interval '1 day')",
+        lambda w, c: (c.actor.uid, c.actor.mongo_id))),
+    Probe("chat_links", "update", "table", _sql(
+        "PATCH", "update public.chat_links set expires_at = created_at + interval '30 days' where link_id = %s",
+        lambda w, c: (w.guests.link_id,))),
+    Probe("chat_links", "delete", "table", _sql(
+        "DELETE", "delete from public.chat_links where link_id = %s", lambda w, c: (w.guests.link_id,))),
+    Probe("chat_threads", "reopen a guest session", "table", _sql(
+        "PATCH", "update public.chat_threads set guest_ended_at = null where thread_id = %s",
+        lambda w, c: (w.guests.ended_thread,))),
+    Probe("chat_messages", "insert as a guest (guest thread)", "table", _sql(
+        "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
+        "body) values (%s, null, null, %s, 'hello')",
+        lambda w, c: (w.guests.active_thread, _sub(w, c)))),
+    Probe("chat_messages", "insert as a guest (closed thread)", "table", _sql(
+        "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
+        "body) values (%s, null, null, %s, 'hello')",
+        lambda w, c: (w.guests.ended_thread, _sub(w, c)))),
+]
+
+
 def _thread_row(x: Member, y: Member) -> tuple[str, str, str, str, str]:
     a, b = sorted((x, y), key=lambda m: m.mongo_id)
     return thread_id(a.mongo_id, b.mongo_id), a.mongo_id, a.uid, b.mongo_id, b.uid
@@ -200,12 +247,12 @@ RPC_PROBES = [
 ]
 
 def _used_up(limit: str, run: Callable[..., Outcome]) -> Callable[..., Outcome]:
-    """The probe `run` with the actor's bucket of `limit` empty (emptied as the owner, in a
-    savepoint rolled back with the probe)."""
+    """The probe `run` with the caller's bucket of `limit` empty (keyed by its `sub`, else the
+    actor's; emptied as the owner, in a savepoint rolled back with the probe)."""
 
     def probe(conn: psycopg.Connection[Any], world: World, who: Caller) -> Outcome:
         with conn.transaction(force_rollback=True):
-            limits.use_up(conn, limit, who.actor.uid)
+            limits.use_up(conn, limit, who.persona.sub or who.actor.uid)
             return run(conn, world, who)
 
     return probe
@@ -227,7 +274,41 @@ LIMIT_PROBES = [
           _used_up(limits.THREADS, _ensure_ab)),
 ]
 
-# Topics as columns: ab is A and B's thread, cd is the outsider's own thread with dave.
+
+def _guest_send(thread: Callable[[World], str], as_host: bool) -> Callable[..., Outcome]:
+    """insert_chat_message into a guest thread: as its guest (no Mongo ids) or as its host
+    (the caller's acting Mongo id as sender, no recipient)."""
+    return _rpc("insert_chat_message",
+                lambda w, c: {"_thread_id": thread(w), "_sender_mongo_id": c.actor.mongo_id if as_host else None,
+                              "_recipient_mongo_id": None, "_body": "hello"},
+                {}, volatile=True)
+
+
+GUEST_RPC_PROBES = [
+    Probe("create_chat_link()", "call (defaults)", "rpc", _rpc("create_chat_link", lambda w, c: {}, {}, volatile=True)),
+    Probe("redeem_chat_link()", "call (host's link)", "rpc", _rpc(
+        "redeem_chat_link", lambda w, c: {"_token": w.guests.token, "_display_name": "Probe"}, {}, volatile=True)),
+    Probe("revoke_chat_link()", "call (host's link)", "rpc", _rpc(
+        "revoke_chat_link", lambda w, c: {"_link_id": w.guests.link_id}, {"_link_id": "uuid"}, volatile=True)),
+    Probe("end_chat_guest()", "call (guest's session)", "rpc", _rpc(
+        "end_chat_guest", lambda w, c: {"_thread_id": w.guests.active_thread}, {}, volatile=True)),
+    Probe("list_chat_links()", "call", "rpc", _rpc("list_chat_links", lambda w, c: {}, {}, volatile=False)),
+    Probe("insert_chat_message()", "call (guest thread, no Mongo ids)", "rpc",
+          _guest_send(lambda w: w.guests.active_thread, as_host=False)),
+    Probe("insert_chat_message()", "call (guest thread, own Mongo id)", "rpc",
+          _guest_send(lambda w: w.guests.active_thread, as_host=True)),
+    Probe("insert_chat_message()", "call (closed thread, no Mongo ids)", "rpc",
+          _guest_send(lambda w: w.guests.ended_thread, as_host=False)),
+    Probe("insert_chat_message()", "call (closed thread, own Mongo id)", "rpc",
+          _guest_send(lambda w: w.guests.ended_thread, as_host=True)),
+    Probe("chat_history()", "call (guest thread)", "rpc", _rpc(
+        "chat_history", lambda w, c: {"_thread_id": w.guests.active_thread}, {}, volatile=False)),
+    Probe("chat_history()", "call (closed thread)", "rpc", _rpc(
+        "chat_history", lambda w, c: {"_thread_id": w.guests.ended_thread}, {}, volatile=False)),
+]
+
+# Topics as columns: ab is A and B's thread, cd is the outsider's own thread with dave (the
+# host); <guest> is the host's thread with the active guest, <closed guest> with the ended one.
 TOPICS: list[tuple[str, Callable[[World], str]]] = [
     ("chat:<ab>", lambda w: f"chat:{w.thread_ab}"),
     ("chat:<cd>", lambda w: f"chat:{w.thread_cd}"),
@@ -238,6 +319,8 @@ TOPICS: list[tuple[str, Callable[[World], str]]] = [
     ("chat:%", lambda w: "chat:%"),
     ("CHAT:<ab>", lambda w: f"CHAT:{w.thread_ab}"),
     ("room:lobby", lambda w: "room:lobby"),
+    ("chat:<guest>", lambda w: f"chat:{w.guests.active_thread}"),
+    ("chat:<closed guest>", lambda w: f"chat:{w.guests.ended_thread}"),
 ]
 
 REALTIME_PROBES = [
@@ -247,4 +330,5 @@ REALTIME_PROBES = [
     for ext in ("broadcast", "presence")
 ]
 
-ALL_PROBES = TABLE_PROBES + ESTIMATE_PROBES + RPC_PROBES + LIMIT_PROBES + REALTIME_PROBES
+ALL_PROBES = (TABLE_PROBES + GUEST_TABLE_PROBES + ESTIMATE_PROBES + RPC_PROBES + GUEST_RPC_PROBES + LIMIT_PROBES
+              + REALTIME_PROBES)

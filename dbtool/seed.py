@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -31,13 +32,14 @@ from dbtool.errors import SeedError
 class DemoPersona:
     name: str
     uid: str
-    mongo_id: str
-    email: str
+    mongo_id: str | None  # None: an anonymous user (a guest), who has no Mongo id
+    email: str | None
 
 
 ALICE = DemoPersona("alice", "a11ce000-0000-4000-8000-000000000001", "6560a11ce000000000000001", "alice@example.com")
 BOB = DemoPersona("bob", "b0b00000-0000-4000-8000-000000000002", "6560b0b00000000000000002", "bob@example.com")
 CAROL = DemoPersona("carol", "ca201000-0000-4000-8000-000000000003", "6560ca201000000000000003", "carol@example.com")
+DAVE = DemoPersona("dave", "da7e0000-0000-4000-8000-000000000004", None, None)  # anonymous: a guest of alice
 DEMO_THREAD = f"{ALICE.mongo_id}_{BOB.mongo_id}"
 CONVERSATION = [
     (ALICE, BOB, "Hi Bob! Is the flat still available?"),
@@ -48,21 +50,78 @@ CONVERSATION = [
 ]
 
 
+# Guest links of alice (DESIGN §8): one dave redeemed, one expired, one revoked. The active
+# link's token is fixed so that a developer can redeem it locally (only its SHA-256 is stored).
+GUEST_LINK = "11c00000-0000-4000-8000-00000000000a"
+GUEST_TOKEN = "demo-guest-link-of-alice-000000000000000000"  # 43 URL-safe characters, like a real token
+EXPIRED_LINK = "11c00000-0000-4000-8000-00000000000b"
+REVOKED_LINK = "11c00000-0000-4000-8000-00000000000c"
+GUEST_THREAD = "g_da7e0000000040008000000000000004"
+GUEST_CONVERSATION = [
+    (DAVE, "Hi! I found your link on the listing. Is the flat still available?"),
+    (ALICE, "Hi Dave, it is. Would you like to see it?"),
+    (DAVE, "Yes please, Saturday afternoon?"),
+]
+
+
+@dataclass(frozen=True)
+class DemoLink:
+    link_id: str
+    status: str
+    token: str | None = None  # known for the demo's active link only
+    guest_thread: str | None = None
+
+
 @dataclass(frozen=True)
 class DemoData:
     personas: list[DemoPersona]
     thread_id: str
     messages: int
     outsider: str
+    links: list[DemoLink]
 
     def as_dict(self) -> dict[str, object]:
         return {"personas": [p.__dict__ for p in self.personas], "thread_id": self.thread_id,
-                "messages": self.messages, "outsider": self.outsider}
+                "messages": self.messages, "outsider": self.outsider, "links": [k.__dict__ for k in self.links]}
+
+
+def _demo_links(cur: psycopg.Cursor[Any]) -> list[DemoLink]:
+    """alice's guest links and dave's guest thread, as create_chat_link and redeem_chat_link leave them."""
+    cur.execute(
+        "insert into auth.users (id, aud, role, is_anonymous, created_at, updated_at) "
+        "values (%s, 'authenticated', 'authenticated', true, now(), now()) on conflict (id) do nothing", (DAVE.uid,))
+    cur.executemany(
+        "insert into public.chat_links (link_id, host_supabase_id, host_mongo_id, token_hash, label, max_guests, "
+        "created_at, expires_at, revoked_at) values (%s, %s, %s, sha256(convert_to(%s, 'UTF8')), %s, %s, "
+        "now() - %s::interval, now() + %s::interval, case when %s then now() end) on conflict do nothing",
+        [(GUEST_LINK, ALICE.uid, ALICE.mongo_id, GUEST_TOKEN, "flat viewing", 3, "1 hour", "7 days", False),
+         (EXPIRED_LINK, ALICE.uid, ALICE.mongo_id, "demo-expired-" + EXPIRED_LINK, "last week's viewing", 1,
+          "8 days", "-1 day", False),
+         (REVOKED_LINK, ALICE.uid, ALICE.mongo_id, "demo-revoked-" + REVOKED_LINK, "open house", 10, "2 hours",
+          "1 day", True)],
+    )
+    cur.execute(
+        "insert into public.chat_threads (thread_id, kind, user_a_mongo_id, user_a_supabase_id, guest_link_id, "
+        "guest_supabase_id, guest_display_name, guest_expires_at) select %s, 'guest', l.host_mongo_id, "
+        "l.host_supabase_id, l.link_id, %s, 'Dave', l.expires_at from public.chat_links l where l.link_id = %s "
+        "on conflict do nothing", (GUEST_THREAD, DAVE.uid, GUEST_LINK))
+    existing = cur.execute("select count(*) from public.chat_messages where thread_id = %s", (GUEST_THREAD,)).fetchone()
+    if existing == (0,):
+        start = datetime.now(UTC) - timedelta(minutes=len(GUEST_CONVERSATION))
+        cur.executemany(
+            "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
+            "body, created_at) values (%s, %s, null, %s, %s, %s)",
+            [(GUEST_THREAD, s.mongo_id, s.uid, body, start + timedelta(minutes=n))
+             for n, (s, body) in enumerate(GUEST_CONVERSATION)],
+        )
+    return [DemoLink(GUEST_LINK, "active", GUEST_TOKEN, GUEST_THREAD), DemoLink(EXPIRED_LINK, "expired"),
+            DemoLink(REVOKED_LINK, "revoked")]
 
 
 def demo(conn: psycopg.Connection) -> DemoData:
-    """alice and bob share a thread with a short conversation; carol is an outsider.
-    Idempotent; run by a role that bypasses RLS (the migration role or a superuser)."""
+    """alice and bob share a thread with a short conversation; carol is an outsider; dave is
+    an anonymous guest who redeemed alice's guest link (alice also has an expired and a
+    revoked link). Idempotent; run by a role that bypasses RLS (the migration role or a superuser)."""
     people = [ALICE, BOB, CAROL]
     with conn.cursor() as cur:
         cur.executemany(
@@ -89,7 +148,8 @@ def demo(conn: psycopg.Connection) -> DemoData:
                 [(DEMO_THREAD, s.mongo_id, r.mongo_id, s.uid, body, start + timedelta(minutes=n))
                  for n, (s, r, body) in enumerate(CONVERSATION)],
             )
-    return DemoData(people, DEMO_THREAD, len(CONVERSATION), CAROL.name)
+        links = _demo_links(cur)
+    return DemoData([*people, DAVE], DEMO_THREAD, len(CONVERSATION), CAROL.name, links)
 
 
 # --- load profile --------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from dbtool.schema import require_chat_schema
 from dbtool.urls import conninfo, redact
 
 SUITE = Path(__file__).resolve().parent / "policy_suite"
-WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
+WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_links", "public.chat_messages",
+           "realtime.messages")
 
 
 @dataclass

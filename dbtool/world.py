@@ -1,4 +1,4 @@
-"""A small chat world for probes: users, identities, two threads and some messages.
+"""A small chat world for probes: users, identities, two threads, guest links and some messages.
 
 Created inside the caller's transaction by a role that bypasses RLS (postgres on Supabase,
 supabase_admin locally) and rolled back by the caller, so probing a staging database
@@ -30,6 +30,40 @@ class Member:
         return personas.user(self.name, self.uid, self.email)
 
 
+@dataclass(frozen=True)
+class Guest:
+    """An anonymous user (signInAnonymously): no identity, no Mongo id."""
+
+    name: str
+    uid: str
+
+    @property
+    def persona(self) -> Persona:
+        return personas.anonymous(self.name, self.uid)
+
+
+@dataclass(frozen=True)
+class Guests:
+    """Guest links (DESIGN §8). dave hosts `link` (5 guests at most, `token` known): gina is
+    its active guest (thread `active_thread`), enid a guest whose session dave ended
+    (`ended_thread`, closed), paul a permanent user with an identity who redeemed it
+    (`permanent_thread`). erin hosts `other_link`, redeemed by otto (`other_thread`). lou is
+    an anonymous user without a link."""
+
+    link_id: str
+    token: str
+    other_link_id: str
+    active: Guest
+    other: Guest
+    ended: Guest
+    lurker: Guest
+    permanent: Member
+    active_thread: str
+    ended_thread: str
+    permanent_thread: str
+    other_thread: str
+
+
 def thread_id(a: str, b: str) -> str:
     """The contract's thread id: lower(min) || '_' || lower(max)."""
     low, high = sorted((a.lower(), b.lower()))
@@ -49,6 +83,7 @@ class World:
     frank_uid: str  # a signed-up user without a chat identity
     unregistered_mongo_id: str
     custom_role: str  # a role a JWT may carry besides anon/authenticated (see add_custom_role)
+    guests: Guests
     messages: dict[str, list[int]] = field(default_factory=dict)
 
     @property
@@ -94,21 +129,76 @@ def insert_message(conn: psycopg.Connection[Any], tid: str, sender: Member, reci
     return int(row[0])
 
 
+def insert_link(conn: psycopg.Connection[Any], host: Member, token: str, max_guests: int = 5,
+                expires_in: str = "1 day") -> str:
+    """A guest link of `host` whose token is `token` (only its SHA-256 is stored)."""
+    row = conn.execute(
+        "insert into public.chat_links (host_supabase_id, host_mongo_id, token_hash, max_guests, expires_at) "
+        "values (%s, %s, sha256(convert_to(%s, 'UTF8')), %s, now() + %s::interval) returning link_id",
+        (host.uid, host.mongo_id, token, max_guests, expires_in),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def insert_guest_thread(conn: psycopg.Connection[Any], link_id: str, guest_uid: str, name: str | None,
+                        ended: bool = False) -> str:
+    """A redeemed session of `link_id`, as redeem_chat_link creates it (ended: as end_chat_guest leaves it)."""
+    tid = f"g_{secrets.token_hex(16)}"
+    conn.execute(
+        "insert into public.chat_threads (thread_id, kind, user_a_mongo_id, user_a_supabase_id, guest_link_id, "
+        "guest_supabase_id, guest_display_name, guest_expires_at, guest_ended_at) "
+        "select %s, 'guest', l.host_mongo_id, l.host_supabase_id, l.link_id, %s, %s, l.expires_at, "
+        "case when %s then now() end from public.chat_links l where l.link_id = %s",
+        (tid, guest_uid, name, ended, link_id),
+    )
+    return tid
+
+
+def insert_guest_message(conn: psycopg.Connection[Any], tid: str, sender_uid: str, sender_mongo_id: str | None,
+                         body: str) -> int:
+    """A message in a guest thread: the guest's carry no Mongo id, the host's no recipient."""
+    row = conn.execute(
+        "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, body) "
+        "values (%s, %s, null, %s, %s) returning id",
+        (tid, sender_mongo_id, sender_uid, body),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def create(conn: psycopg.Connection[Any]) -> World:
     """Insert a fresh world in the current transaction (caller must bypass RLS)."""
-    alice, bob, carol, dave, erin = (_member(n) for n in ("alice", "bob", "carol", "dave", "erin"))
+    alice, bob, carol, dave, erin, paul = (_member(n) for n in ("alice", "bob", "carol", "dave", "erin", "paul"))
     frank_uid = str(uuid.uuid4())
+    gina, otto, enid, lou = (Guest(n, str(uuid.uuid4())) for n in ("gina", "otto", "enid", "lou"))
     with conn.cursor() as cur:
         cur.executemany(
             "insert into auth.users (id, email, aud, role, created_at, updated_at) "
             "values (%s, %s, 'authenticated', 'authenticated', now(), now())",
-            [(m.uid, m.email) for m in (alice, bob, carol, dave, erin)] + [(frank_uid, f"frank.{frank_uid[:8]}@probe.invalid")],
+            [(m.uid, m.email) for m in (alice, bob, carol, dave, erin, paul)]
+            + [(frank_uid, f"frank.{frank_uid[:8]}@probe.invalid")],
+        )
+        cur.executemany(
+            "insert into auth.users (id, aud, role, is_anonymous, created_at, updated_at) "
+            "values (%s, 'authenticated', 'authenticated', true, now(), now())",
+            [(g.uid,) for g in (gina, otto, enid, lou)],
         )
         cur.executemany(
             "insert into public.chat_identities (supabase_user_id, mongo_id) values (%s, %s)",
-            [(m.uid, m.mongo_id) for m in (alice, bob, carol, dave, erin)],
+            [(m.uid, m.mongo_id) for m in (alice, bob, carol, dave, erin, paul)],
         )
-    world = World(alice, bob, carol, dave, erin, frank_uid, secrets.token_hex(12), add_custom_role(conn))
+    token = secrets.token_urlsafe(32)
+    link_id = insert_link(conn, dave, token)
+    other_link_id = insert_link(conn, erin, secrets.token_urlsafe(32))
+    guests = Guests(
+        link_id, token, other_link_id, gina, otto, enid, lou, paul,
+        active_thread=insert_guest_thread(conn, link_id, gina.uid, "Gina"),
+        ended_thread=insert_guest_thread(conn, link_id, enid.uid, None, ended=True),
+        permanent_thread=insert_guest_thread(conn, link_id, paul.uid, "Paul"),
+        other_thread=insert_guest_thread(conn, other_link_id, otto.uid, "Otto"),
+    )
+    world = World(alice, bob, carol, dave, erin, frank_uid, secrets.token_hex(12), add_custom_role(conn), guests)
     insert_thread(conn, alice, bob)
     insert_thread(conn, carol, dave)
     world.messages["ab"] = [
@@ -120,6 +210,13 @@ def create(conn: psycopg.Connection[Any]) -> World:
         insert_message(conn, world.thread_cd, carol, dave, "hello dave"),
         insert_message(conn, world.thread_cd, dave, carol, "hello carol"),
     ]
+    world.messages["guest"] = [
+        insert_guest_message(conn, guests.active_thread, dave.uid, dave.mongo_id, "welcome, Gina"),
+        insert_guest_message(conn, guests.active_thread, gina.uid, None, "thanks!"),
+    ]
+    world.messages["ended"] = [insert_guest_message(conn, guests.ended_thread, enid.uid, None, "bye")]
+    world.messages["permanent"] = [insert_guest_message(conn, guests.permanent_thread, paul.uid, None, "hi dave")]
+    world.messages["other"] = [insert_guest_message(conn, guests.other_thread, otto.uid, None, "hi erin")]
     return world
 
 

@@ -113,6 +113,13 @@ PLANTED = [
       ("rls_enabled_no_policy", "info", "public.reactions")]),
     ("duplicate index", ["create index chat_messages_again on public.chat_messages (thread_id, created_at, id)"],
      [("duplicate_index", "warn", "public.chat_messages")]),
+    ("read policy for every signed-in user", ["create policy members_read on public.chat_messages for select "
+                                              "to authenticated using (true)"],
+     [("policy_admits_anonymous", "warn", "policy members_read on public.chat_messages"),
+      ("multiple_permissive_policies", "warn", "public.chat_messages")]),
+    ("write policy that only checks the sign-in", ["create policy signed_in_links on public.chat_links for insert "
+                                                   "to authenticated with check ((select auth.uid()) is not null)"],
+     [("policy_admits_anonymous", "error", "policy signed_in_links on public.chat_links")]),
 ]
 
 
@@ -126,6 +133,30 @@ def test_each_misconfiguration_is_reported(chat_db: ChatDatabase, statements: li
             conn.execute("reset role")
     got = {(f.code, f.severity, f.object) for f in audit(chat_db)}
     assert got == set(expected)
+
+
+def test_measured_anonymous_access_is_a_finding(chat_db: ChatDatabase) -> None:
+    """A membership helper gone wrong reads fine statically; the matrix measured as an anonymous
+    user without a link (and as an ended guest) shows what it admits."""
+    with chat_db.connect() as conn:
+        conn.execute("create or replace function chat_private.is_chat_topic_participant(_topic text) returns boolean "
+                     "language sql stable set search_path = '' as $$ select starts_with(_topic, 'chat:') $$")
+    assert audit(chat_db) == []
+    found = report.run(chat_db.url, CLEAN).findings
+    assert {f.code for f in found} == {"anonymous_user_admitted"}
+    admitted = {f.object for f in found}
+    assert {"realtime chat:<ab> read broadcast", "realtime chat:<guest> write presence"} <= admitted
+    assert all(f.severity == "error" and ("anonymous, no link" in f.message or "ended guest" in f.message)
+               for f in found)
+
+
+def test_a_policy_admitting_anonymous_users_is_found_both_ways(chat_db: ChatDatabase) -> None:
+    with chat_db.connect() as conn:
+        conn.execute("create policy guest_threads on public.chat_threads for select to authenticated "
+                     "using (kind = 'guest')")
+    found = {(f.code, f.object) for f in report.run(chat_db.url, CLEAN).findings}
+    assert ("policy_admits_anonymous", "policy guest_threads on public.chat_threads") in found
+    assert ("anonymous_user_admitted", "chat_threads select") in found
 
 
 def test_a_recorded_justification_downgrades_to_info(chat_db: ChatDatabase) -> None:
@@ -204,7 +235,9 @@ def test_a_cosmetic_rewrite_is_safe(chat_db: ChatDatabase) -> None:
     before = take(chat_db)
     with chat_db.connect() as conn:
         conn.execute("alter policy chat_threads__select_participants on public.chat_threads "
-                     "using ((select auth.uid()) = user_a_supabase_id or user_b_supabase_id = (select auth.uid()))")
+                     "using ((select auth.uid()) = user_a_supabase_id or user_b_supabase_id = (select auth.uid()) "
+                     "or (guest_expires_at > now() and guest_ended_at is null "
+                     "and (select auth.uid()) = guest_supabase_id))")
     changes = snapshot.diff(before, take(chat_db))
     assert grades(changes) == {("safe", "policy")}
 

@@ -18,7 +18,7 @@ FIGURES = {
     "insert_1_durable", "insert_2_durable", "insert_8_durable", "insert_1_fsync_off", "insert_2_fsync_off",
     "insert_8_fsync_off", "insert_2_bare", "limits_2", "limits_8", "limits_2_client_id",
     "join_read_400", "join_read_40", "join_read_flat", "join_write_flat",
-    "reset", "reset_cli", "seed",
+    "reset", "reset_cli", "seed", "guest_insert", "guest_join",
 }
 
 

@@ -441,17 +441,17 @@ def test_bad_values_are_refused_with_a_clear_error(chat_world: WorldSession, cha
 def test_a_new_limit_is_one_row_and_one_call(chat_world: WorldSession) -> None:
     conn = chat_world.conn
     conn.execute("insert into public.chat_rate_limits (limit_name, burst, refill_every, description) "
-                 "values ('links_per_host', 2, '3 minutes', 'links a host creates')")
+                 "values ('reports_per_user', 2, '3 minutes', 'abuse reports a user files')")
 
     def take(n: int = 1, key: str = "host") -> Any:
         with conn.transaction():
-            return conn.execute("select chat_private.take_tokens('links_per_host', %s, %s)", (key, n)).fetchone()
+            return conn.execute("select chat_private.take_tokens('reports_per_user', %s, %s)", (key, n)).fetchone()
 
     assert [take(), take()] == [(1,), (0,)]
     with pytest.raises(psycopg.Error) as over:
         take()
     assert over.value.diag.sqlstate == "PT429"
-    assert over.value.diag.message_primary == "rate limit exceeded: links_per_host allows a burst of 2, then 1 every 180 s"
+    assert over.value.diag.message_primary == "rate limit exceeded: reports_per_user allows a burst of 2, then 1 every 180 s"
     assert over.value.diag.message_hint == "retry after 180 s"
     assert take(-1) == (1,)  # given back
     assert take(2, "other host") == (0,)

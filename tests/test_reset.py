@@ -49,16 +49,17 @@ def test_first_reset_builds_then_repeats_are_fast_and_keep_the_database(target: 
     assert (second.mode, second.reason, second.wipe_method) == ("fast", "stand-in and migrations unchanged", "delete")
     assert database_oid(target) == oid
     assert second.wiped == ["chat_private.chat_rate_limit_buckets", "public.chat_rate_limits", "realtime.messages",
-                            "public.chat_messages", "public.chat_threads", "public.chat_identities", "auth.users"]
+                            "public.chat_messages", "public.chat_threads", "public.chat_links", "public.chat_identities",
+                            "auth.users"]
     with psycopg.connect(target.admin_url) as conn:
         bodies = [r[0] for r in conn.execute("select body from public.chat_messages order by id")]
         ids = [r[0] for r in conn.execute("select id from public.chat_messages order by id")]
         people = conn.execute("select count(*) from auth.users").fetchone()
         after_limits = limits_of(conn)
         buckets = conn.execute("select count(*) from chat_private.chat_rate_limit_buckets").fetchone()
-    assert bodies == [body for _, _, body in seed.CONVERSATION]
-    assert ids == list(range(1, len(seed.CONVERSATION) + 1))  # identities restart
-    assert people == (3,)
+    assert bodies == [body for _, _, body in seed.CONVERSATION] + [body for _, body in seed.GUEST_CONVERSATION]
+    assert ids == list(range(1, len(bodies) + 1))  # identities restart
+    assert people == (4,)
     assert after_limits == built_limits and len(built_limits) >= 2  # the migrations' settings, not the edits
     assert buckets == (0,)
 
@@ -107,7 +108,8 @@ def test_large_data_is_wiped_too(target: Target) -> None:
     again = reset.reset(target)
     assert (again.mode, again.wipe_method) == ("fast", "truncate")
     with psycopg.connect(target.admin_url) as conn:
-        assert conn.execute("select count(*) from public.chat_messages").fetchone() == (len(seed.CONVERSATION),)
+        assert conn.execute("select count(*) from public.chat_messages").fetchone() == (
+            len(seed.CONVERSATION) + len(seed.GUEST_CONVERSATION),)
 
 
 def test_refuses_a_remote_database_without_force() -> None:

@@ -249,3 +249,32 @@ def test_the_plan_cache_check_sees_replanning(loaded: tuple[ChatDatabase, worlds
     with grown(db, created_at_statistics=True) as conn:
         _, custom = plan_cache_choices(conn, world, OWNER)
     assert custom > 5
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("who", ["guest", "host"])
+def test_guest_link_reads_use_the_index_once_per_statement(loaded: tuple[ChatDatabase, worlds.World], generic: bool,
+                                                           who: str) -> None:
+    """The guest terms of the policies (DESIGN §8) keep the shape: membership once per
+    statement, the history index for messages, no sequential scan of the threads."""
+    db, world = loaded
+    persona = world.guests.active.persona if who == "guest" else world.dave.persona
+    page = explain(db, persona, postgrest.read_query("chat_messages", "created_at", count=True), [50, 0],
+                   ["bigint", "bigint"], generic)
+    assert_once_per_statement(page)
+    assert uses_index(page, HISTORY_INDEX)
+    threads = explain(db, persona, "select * from public.chat_threads", [], [], generic)
+    assert_once_per_statement(threads)
+    assert "Seq Scan" not in node_types(threads)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_guest_history_walks_the_index_without_sorting(loaded: tuple[ChatDatabase, worlds.World],
+                                                       generic: bool) -> None:
+    db, world = loaded
+    plans = rpc_plans(db, world.guests.active.persona, {"_thread_id": world.guests.active_thread}, generic)
+    page = [p for p in plans if "chat_messages" in json.dumps(p) and p["Plan"]["Node Type"] == "Limit"]
+    assert page
+    for plan in page:
+        assert_once_per_statement(plan)
+        assert uses_index(plan, HISTORY_INDEX) and "Sort" not in node_types(plan)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import seed
+from dbtool import personas, postgrest, realtime, seed
 from dbtool.cli import cli
 from dbtool.errors import SeedError
 from dbtool.pytest_plugin import ChatDatabase
@@ -49,8 +49,25 @@ def test_demo_is_idempotent(chat_db: ChatDatabase) -> None:
         counts = conn.execute("select (select count(*) from auth.users), (select count(*) from public.chat_messages)").fetchone()
         seed.demo(conn)
         again = conn.execute("select (select count(*) from auth.users), (select count(*) from public.chat_messages)").fetchone()
-    assert counts == again == (3, len(seed.CONVERSATION))
-    assert [p.name for p in first.personas] == ["alice", "bob", "carol"]
+    assert counts == again == (4, len(seed.CONVERSATION) + len(seed.GUEST_CONVERSATION))
+    assert [p.name for p in first.personas] == ["alice", "bob", "carol", "dave"]
+
+
+def test_demo_guest_links(chat_db: ChatDatabase) -> None:
+    """dave, an anonymous guest, redeemed alice's link; alice also has an expired and a revoked one."""
+    with chat_db.connect(admin=True) as conn:
+        data = seed.demo(conn)
+    dave = personas.anonymous("dave", seed.DAVE.uid)
+    alice = personas.user("alice", seed.ALICE.uid)
+    with chat_db.connect() as conn:
+        links = postgrest.call(conn, alice, "list_chat_links", {}, volatile=False)
+        history = postgrest.call(conn, dave, "chat_history", {"_thread_id": seed.GUEST_THREAD}, volatile=False)
+        again = postgrest.call(conn, dave, "redeem_chat_link", {"_token": seed.GUEST_TOKEN})
+        can_join = realtime.read_check(conn, dave, f"chat:{seed.GUEST_THREAD}").can_join
+    assert {str(r["link_id"]): r["status"] for r in links.rows} == {k.link_id: k.status for k in data.links}
+    assert {k.status for k in data.links} == {"active", "expired", "revoked"}
+    assert [r["body"] for r in history.rows][::-1] == [body for _, body in seed.GUEST_CONVERSATION]
+    assert again.rows[0]["thread_id"] == seed.GUEST_THREAD and can_join
 
 
 def test_load_is_deterministic_and_restores_the_schema(chat_db: ChatDatabase) -> None:

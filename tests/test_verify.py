@@ -28,7 +28,8 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 def everything(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
     """Every row of every table verify could touch, as text."""
-    tables = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
+    tables = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_links", "public.chat_messages",
+              "realtime.messages")
     return {t: sorted(r[0] for r in conn.execute(f"select t::text from {t} t")) for t in tables}
 
 

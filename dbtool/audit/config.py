@@ -7,7 +7,7 @@ and recorded justifications for findings a DBA has accepted. Read from a TOML or
     [justifications]                                   # finding object -> why it is fine
     "public.some_definer_function()" = "the mobile app needs it; reviewed 2026-05-01"
 
-    [[personas]]                                       # probed in the matrix besides the standard six
+    [[personas]]                                       # probed in the matrix besides the standard personas
     name = "alice with a support claim"
     role = "authenticated"                             # anon | authenticated | service_role
     as = "alice"                                       # take a world member's ids and sub (optional)

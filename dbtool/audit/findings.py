@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from dbtool import stats
 from dbtool.audit.config import SUPABASE_SCHEMAS, AuditConfig
+
+if TYPE_CHECKING:
+    from dbtool.matrix import Cell
 
 SEVERITIES = ("info", "warn", "error")
 API_ROLES = ("anon", "authenticated")
@@ -240,6 +243,75 @@ def multiple_permissive_policies(conn: psycopg.Connection[Any], cfg: AuditConfig
             for (table, role, command), names in sorted(groups.items()) if len(names) > 1]
 
 
+# Expressions that decide by who the caller is: their id or claims, our membership helpers
+# (chat_private), or a role test. `auth.uid() is not null` only says "signed in".
+_CALLER_BOUND = re.compile(r"auth\.(?:uid|jwt)\(\)|is_anonymous|request\.jwt\.claim|chat_private\.|pg_has_role")
+_SIGNED_IN_ONLY = re.compile(r"\(\s*SELECT auth\.uid\(\) AS uid\)\s+IS NOT NULL|auth\.uid\(\)\s+IS NOT NULL"
+                             r"|\(\s*SELECT auth\.role\(\) AS role\)\s*=\s*'authenticated'::text"
+                             r"|auth\.role\(\)\s*=\s*'authenticated'::text")
+
+
+def _always_false(expr: str | None) -> bool:
+    return expr is not None and re.sub(r"\s", "", expr.lower()) in ("false", "(false)")
+
+
+@check
+def policy_admits_anonymous(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[Finding]:
+    """Anonymous Sign-Ins give guests the authenticated role: a policy for authenticated that
+    never looks at who the caller is (or only that they signed in) lets every anonymous user in."""
+    rls_on = {t["name"] for t in _rows(conn, TABLES_IN_SCOPE, _params(cfg)) if t["rls"]}
+    owned = tuple(f"{schema}." for schema in cfg.owned_schemas)
+    out = []
+    for p in policies(conn, cfg):
+        if not p["permissive"] or not ({"public", "authenticated"} & set(p["roles"])):
+            continue
+        if p["table_name"] not in rls_on or not p["table_name"].startswith(owned):
+            continue  # RLS off (reported above) or not our table (realtime: our guards hold chat topics)
+        exprs = [e for e in (p["using_expr"], p["check_expr"]) if e is not None]
+        if not exprs or all(_always_false(e) for e in exprs):
+            continue
+        write = p["cmd"] != "r"
+        if write and any(_always_true(e) for e in exprs):
+            continue  # write_policy_always_true reports it
+        if any(_CALLER_BOUND.search(_SIGNED_IN_ONLY.sub("", e)) for e in exprs):
+            continue
+        out.append(Finding(
+            "policy_admits_anonymous", "error" if write else "warn", _label(p),
+            f"{COMMANDS[p['cmd']]} for {', '.join(p['roles'])} does not depend on who the caller is (at most that "
+            "they signed in): with Anonymous Sign-Ins every anonymous user passes it",
+            "tie it to the caller, e.g. owner_id = (select auth.uid()), or refuse anonymous users: "
+            "and not coalesce(((select auth.jwt()) ->> 'is_anonymous')::boolean, false)"))
+    return out
+
+
+# What the contract lets a signed-in user without a link, or a guest whose session ended, do
+# (DESIGN §8): redeem a link, and read empty results. Anything else they manage is a leak.
+ANONYMOUS_PERSONAS = ("anonymous, no link", "ended guest")
+ANONYMOUS_MAY = ("redeem_chat_link()",)
+
+
+def anonymous_access(cells: list[Cell]) -> list[Finding]:
+    """Findings from the measured matrix (dbtool.matrix.Cell): every cell where an anonymous
+    user without a link or an ended guest read a row, changed one, or passed a chat topic's
+    Realtime check. Catches what no static reading can, e.g. a helper function gone wrong."""
+    out = []
+    for c in cells:
+        if c.persona not in ANONYMOUS_PERSONAS or not c.allowed:
+            continue
+        if c.object in ANONYMOUS_MAY and c.persona == "anonymous, no link":
+            continue
+        if c.kind == "realtime" and not c.object.startswith("realtime chat:"):
+            continue
+        if c.kind != "realtime" and not c.rows:
+            continue
+        out.append(Finding(
+            "anonymous_user_admitted", "error", f"{c.object} {c.operation}",
+            f"measured as {c.persona}: {c.short} (an anonymous user with no active guest session must get nothing)",
+            "find the policy or function that admits it (dbtool audit --format markdown shows the whole matrix) "
+            "and tie it to the caller's membership"))
+    return out
+
+
 @check
 def policy_for_public(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[Finding]:
     return [Finding("policy_for_public", "warn", _label(p),
@@ -431,11 +503,15 @@ def stale_statistics(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[Fi
         for table, columns in by_table.items()]
 
 
+def ordered(found: list[Finding]) -> list[Finding]:
+    order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
+    return sorted(found, key=lambda f: (order[f.severity], f.code, f.object))
+
+
 def run(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[Finding]:
     """Every check, in a read-only transaction with an empty search_path."""
     with conn.transaction():
         conn.execute("set local transaction_read_only = on")
         conn.execute("set local search_path = ''")
         found = [f for check_ in CHECKS for f in check_(conn, cfg)]
-    order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
-    return sorted(found, key=lambda f: (order[f.severity], f.code, f.object))
+    return ordered(found)

@@ -45,6 +45,8 @@ def run(url: str, cfg: AuditConfig, *, with_matrix: bool = True, exact: bool | N
         found = checks.run(conn, cfg)
         keep = is_local(url) if exact is None else exact
         measured = snapshot.effective_matrix(conn, cfg, keep) if with_matrix else None
+    if measured:
+        found = checks.ordered(found + checks.anonymous_access(measured.cells))
     return AuditReport(redact(url), list(cfg.exposed_schemas), found, measured.cells if measured else None,
                        measured.isolated_sequences if measured else [])
 

@@ -81,66 +81,140 @@ def affected(count: int) -> Expect:
     return Expect(True, rowcount=count)
 
 
+GUEST_PERSONAS = ("host", "guest", "other_guest", "ended_guest", "anonymous", "permanent_guest")
+
+
 def per_persona(anon: Expect, no_sub: Expect, outsider: Expect, a: Expect, b: Expect, service: Expect,
-                custom: Expect | None = None) -> dict[str, Expect]:
+                custom: Expect | None = None, **guests: Expect) -> dict[str, Expect]:
     """One expectation per persona. A custom JWT role holds no privilege on chat objects, so
-    unless said otherwise it gets what anon gets (the same "permission denied")."""
+    unless said otherwise it gets what anon gets (the same "permission denied"). The guest-link
+    personas (DESIGN §8) are keyword arguments; `guests=` gives all of them at once."""
+    every_guest = guests.pop("guests", None)
     by_key = {"anon": anon, "no_sub": no_sub, "outsider": outsider, "participant_a": a, "participant_b": b,
-              "custom_role": custom or anon, "service_role": service}
-    assert set(by_key) == set(PERSONAS)
+              "custom_role": custom or anon, "service_role": service,
+              **{k: guests.get(k, every_guest) for k in GUEST_PERSONAS}}  # type: ignore[dict-item]
+    assert set(by_key) == set(PERSONAS) and all(by_key.values()), f"missing: {[k for k, v in by_key.items() if not v]}"
     return by_key
 
 
 def users(expect: Expect, service: Expect) -> dict[str, Expect]:
     """The same for anon and every authenticated persona; service_role differs."""
-    return per_persona(expect, expect, expect, expect, expect, service)
+    return per_persona(expect, expect, expect, expect, expect, service, guests=expect)
+
+
+def signed_in(anon: Expect, no_sub: Expect, everyone: Expect, service: Expect, **exceptions: Expect) -> dict[str, Expect]:
+    """anon, no sub and service_role as given; every signed-in persona gets `everyone` unless excepted."""
+    by_key = {k: exceptions.get(k, everyone) for k in ("outsider", "participant_a", "participant_b", *GUEST_PERSONAS)}
+    return per_persona(anon, no_sub, by_key.pop("outsider"), by_key.pop("participant_a"), by_key.pop("participant_b"),
+                       service, **by_key)
 
 
 T, F, M = "table", "function", None  # readability of the table below
 
-ab_messages = exactly("id", lambda w: {str(i) for i in w.messages["ab"]})
+NONE = exactly("id", lambda w: set())
+
+
+def ids(*keys: str) -> Expect:
+    return exactly("id", lambda w: {str(i) for k in keys for i in w.messages[k]})
+
+
+def threads(*names: str) -> Expect:
+    return exactly("thread_id", lambda w: {_thread(w, n) for n in names})
+
+
+def _thread(w: World, name: str) -> str:
+    return {"ab": w.thread_ab, "cd": w.thread_cd, "guest": w.guests.active_thread, "ended": w.guests.ended_thread,
+            "permanent": w.guests.permanent_thread, "other": w.guests.other_thread}[name]
+
+
+def history(key: str) -> Expect:
+    return Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages[key][::-1])
+
+
+def sent(sender: Callable[[World], str], mongo: Callable[[World], str | None],
+         recipient: Callable[[World], str | None]) -> Expect:
+    return Expect(True, rows=lambda w, got: [(r["sender_supabase_id"], r["sender_mongo_id"], r["recipient_mongo_id"],
+                                              r["body"]) for r in got.rows],
+                  expected=lambda w: [(_uuid(sender(w)), mongo(w), recipient(w), "hello")])
+
+
+def one_row() -> Expect:
+    return Expect(True, rows=lambda w, got: len(got.rows), expected=lambda w: 1)
+
+
+def redeemed(thread: Callable[[World], str] | None) -> Expect:
+    """A redemption of the host's link: the caller's existing session, or a new g_ thread."""
+    return Expect(True, rows=lambda w, got: [(r["thread_id"] if thread else r["thread_id"][:2], r["host_mongo_id"])
+                                             for r in got.rows],
+                  expected=lambda w: [(thread(w) if thread else "g_", w.dave.mongo_id)])
+
+
+ab_messages = ids("ab")
+NO_IDENTITY_SENDER = denied("42501", "sender does not match caller")
+GUESTS_REFUSED = denied("42501", "guests cannot create links")
+LINK_NOT_FOUND = denied("P0002", "link not found")
+NEW_LINK = Expect(True, rows=lambda w, got: [len(r["token"]) for r in got.rows], expected=lambda w: [43])
 EXPECT: dict[str, dict[str, Expect]] = {
     "chat_identities select": per_persona(
         no_privilege(T, "chat_identities"), exactly("supabase_user_id", lambda w: set()),
         exactly("supabase_user_id", lambda w: {w.carol.uid}), exactly("supabase_user_id", lambda w: {w.alice.uid}),
-        exactly("supabase_user_id", lambda w: {w.bob.uid}), some_rows()),
+        exactly("supabase_user_id", lambda w: {w.bob.uid}), some_rows(),
+        guests=exactly("supabase_user_id", lambda w: set()),
+        host=exactly("supabase_user_id", lambda w: {w.dave.uid}),
+        permanent_guest=exactly("supabase_user_id", lambda w: {w.guests.permanent.uid})),
     "chat_identities insert": users(no_privilege(T, "chat_identities"), affected(1)),
     "chat_identities update": users(no_privilege(T, "chat_identities"), affected(1)),
     "chat_identities delete": users(no_privilege(T, "chat_identities"), affected(1)),
     "chat_threads select": per_persona(
         no_privilege(T, "chat_threads"), exactly("thread_id", lambda w: set()),
         exactly("thread_id", lambda w: {w.thread_cd}), exactly("thread_id", lambda w: {w.thread_ab}),
-        exactly("thread_id", lambda w: {w.thread_ab}), some_rows()),
+        exactly("thread_id", lambda w: {w.thread_ab}), some_rows(),
+        host=threads("cd", "guest", "ended", "permanent"), guest=threads("guest"), other_guest=threads("other"),
+        ended_guest=threads(), anonymous=threads(), permanent_guest=threads("permanent")),
     "chat_threads insert own thread": per_persona(
-        no_privilege(T, "chat_threads"), rls("chat_threads"), affected(1), affected(1), affected(1), affected(1)),
+        no_privilege(T, "chat_threads"), rls("chat_threads"), affected(1), affected(1), affected(1), affected(1),
+        guests=rls("chat_threads"), host=affected(1), permanent_guest=affected(1)),
     "chat_threads insert others' thread": per_persona(
         no_privilege(T, "chat_threads"), rls("chat_threads"), rls("chat_threads"), rls("chat_threads"),
-        rls("chat_threads"), affected(1)),
+        rls("chat_threads"), affected(1), guests=rls("chat_threads")),
     "chat_threads update": users(no_privilege(T, "chat_threads"), affected(1)),
     "chat_threads delete": users(no_privilege(T, "chat_threads"), affected(1)),
+    "chat_threads reopen a guest session": users(no_privilege(T, "chat_threads"), affected(1)),
     "chat_messages select": per_persona(
-        no_privilege(T, "chat_messages"), exactly("id", lambda w: set()),
-        exactly("id", lambda w: {str(i) for i in w.messages["cd"]}), ab_messages, ab_messages, some_rows()),
+        no_privilege(T, "chat_messages"), NONE, ids("cd"), ab_messages, ab_messages, some_rows(),
+        host=ids("cd", "guest", "ended", "permanent"), guest=ids("guest"), other_guest=ids("other"),
+        ended_guest=NONE, anonymous=NONE, permanent_guest=ids("permanent")),
     "chat_messages insert as self": per_persona(
         no_privilege(T, "chat_messages"), rls("chat_messages"), rls("chat_messages"), affected(1), affected(1),
-        affected(1)),
+        affected(1), guests=rls("chat_messages")),
     "chat_messages insert as the other participant": per_persona(
         no_privilege(T, "chat_messages"), rls("chat_messages"), rls("chat_messages"), rls("chat_messages"),
-        rls("chat_messages"), affected(1)),
+        rls("chat_messages"), affected(1), guests=rls("chat_messages")),
     "chat_messages insert with created_at": users(no_privilege(T, "chat_messages"), affected(1)),
     "chat_messages update": users(no_privilege(T, "chat_messages"), affected(3)),
     "chat_messages delete": users(no_privilege(T, "chat_messages"), affected(3)),
+    "chat_messages insert as a guest (guest thread)": signed_in(
+        no_privilege(T, "chat_messages"), rls("chat_messages"), rls("chat_messages"), affected(1),
+        guest=affected(1)),
+    "chat_messages insert as a guest (closed thread)": signed_in(
+        no_privilege(T, "chat_messages"), rls("chat_messages"), rls("chat_messages"), affected(1)),
+    "chat_links select": signed_in(
+        no_privilege(T, "chat_links"), exactly("link_id", lambda w: set()), exactly("link_id", lambda w: set()),
+        some_rows(), host=exactly("link_id", lambda w: {w.guests.link_id})),
+    "chat_links select token_hash": signed_in(
+        no_privilege(T, "chat_links"), no_privilege(T, "chat_links"), no_privilege(T, "chat_links"), some_rows()),
+    "chat_links insert": users(no_privilege(T, "chat_links"), affected(1)),
+    "chat_links update": users(no_privilege(T, "chat_links"), affected(1)),
+    "chat_links delete": users(no_privilege(T, "chat_links"), affected(1)),
     "ensure_chat_thread() call (alice, bob)": per_persona(
         no_privilege(F, "ensure_chat_thread"), NOT_AUTHENTICATED, denied("42501", "not a participant"),
         exactly("thread_id", lambda w: {w.thread_ab}), exactly("thread_id", lambda w: {w.thread_ab}),
-        NOT_AUTHENTICATED),
+        NOT_AUTHENTICATED, guests=denied("42501", "not a participant")),
     "insert_chat_message() call (thread ab, self -> other)": per_persona(
         no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
-        Expect(True, rows=lambda w, got: [(r["sender_supabase_id"], r["recipient_mongo_id"], r["body"]) for r in got.rows],
-               expected=lambda w: [(_uuid(w.alice.uid), w.bob.mongo_id, "hello")]),
-        Expect(True, rows=lambda w, got: [(r["sender_supabase_id"], r["recipient_mongo_id"], r["body"]) for r in got.rows],
-               expected=lambda w: [(_uuid(w.bob.uid), w.alice.mongo_id, "hello")]),
-        NOT_AUTHENTICATED),
+        sent(lambda w: w.alice.uid, lambda w: w.alice.mongo_id, lambda w: w.bob.mongo_id),
+        sent(lambda w: w.bob.uid, lambda w: w.bob.mongo_id, lambda w: w.alice.mongo_id),
+        NOT_AUTHENTICATED, guests=NO_IDENTITY_SENDER, host=THREAD_NOT_FOUND, permanent_guest=THREAD_NOT_FOUND),
     "chat_rate_limits select": users(no_privilege(T, "chat_rate_limits"), some_rows()),
     "chat_rate_limits update": users(no_privilege(T, "chat_rate_limits"), affected(1)),
     # The abuse limits, each probe with the caller's bucket used up: refused for every API
@@ -148,24 +222,58 @@ EXPECT: dict[str, dict[str, Expect]] = {
     # is exempt; returning an existing thread costs nothing.
     f"chat_messages insert as self, {MESSAGES} used up": per_persona(
         no_privilege(T, "chat_messages"), rls("chat_messages"), RATE_LIMITED, RATE_LIMITED, RATE_LIMITED,
-        affected(1)),
+        affected(1), guests=RATE_LIMITED),
     f"insert_chat_message() call (thread ab, self -> other), {MESSAGES} used up": per_persona(
         no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, RATE_LIMITED, RATE_LIMITED,
-        NOT_AUTHENTICATED),
+        NOT_AUTHENTICATED, guests=NO_IDENTITY_SENDER, host=THREAD_NOT_FOUND, permanent_guest=THREAD_NOT_FOUND),
     f"chat_threads insert own thread, {THREADS} used up": per_persona(
-        no_privilege(T, "chat_threads"), rls("chat_threads"), RATE_LIMITED, RATE_LIMITED, RATE_LIMITED, affected(1)),
+        no_privilege(T, "chat_threads"), rls("chat_threads"), RATE_LIMITED, RATE_LIMITED, RATE_LIMITED, affected(1),
+        guests=rls("chat_threads"), host=RATE_LIMITED, permanent_guest=RATE_LIMITED),
     f"ensure_chat_thread() call (self, erin), {THREADS} used up": per_persona(
         no_privilege(F, "ensure_chat_thread"), NOT_AUTHENTICATED, RATE_LIMITED, RATE_LIMITED, RATE_LIMITED,
-        NOT_AUTHENTICATED),
+        NOT_AUTHENTICATED, guests=denied("42501", "not a participant"), host=RATE_LIMITED, permanent_guest=RATE_LIMITED),
     f"ensure_chat_thread() call (alice, bob), {THREADS} used up": per_persona(
         no_privilege(F, "ensure_chat_thread"), NOT_AUTHENTICATED, denied("42501", "not a participant"),
         exactly("thread_id", lambda w: {w.thread_ab}), exactly("thread_id", lambda w: {w.thread_ab}),
-        NOT_AUTHENTICATED),
+        NOT_AUTHENTICATED, guests=denied("42501", "not a participant")),
     "chat_history() call (thread ab)": per_persona(
-        no_privilege(F, "chat_history"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
-        Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages["ab"][::-1]),
-        Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages["ab"][::-1]),
-        NOT_AUTHENTICATED),
+        no_privilege(F, "chat_history"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, history("ab"), history("ab"),
+        NOT_AUTHENTICATED, guests=THREAD_NOT_FOUND),
+    "create_chat_link() call (defaults)": signed_in(
+        no_privilege(F, "create_chat_link"), NOT_AUTHENTICATED, NEW_LINK, NOT_AUTHENTICATED,
+        guest=GUESTS_REFUSED, other_guest=GUESTS_REFUSED, ended_guest=GUESTS_REFUSED, anonymous=GUESTS_REFUSED),
+    "redeem_chat_link() call (host's link)": signed_in(
+        no_privilege(F, "redeem_chat_link"), NOT_AUTHENTICATED, redeemed(None), NOT_AUTHENTICATED,
+        host=denied("22023", "_token"), guest=redeemed(lambda w: w.guests.active_thread),
+        ended_guest=LINK_NOT_FOUND, permanent_guest=redeemed(lambda w: w.guests.permanent_thread)),
+    "revoke_chat_link() call (host's link)": signed_in(
+        no_privilege(F, "revoke_chat_link"), NOT_AUTHENTICATED, LINK_NOT_FOUND, NOT_AUTHENTICATED, host=one_row()),
+    "end_chat_guest() call (guest's session)": signed_in(
+        no_privilege(F, "end_chat_guest"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED, host=one_row()),
+    "list_chat_links() call": signed_in(
+        no_privilege(F, "list_chat_links"), NOT_AUTHENTICATED, exactly("link_id", lambda w: set()), NOT_AUTHENTICATED,
+        host=Expect(True, rows=lambda w, got: [(str(r["link_id"]), r["guests"], r["status"]) for r in got.rows],
+                    expected=lambda w: [(w.guests.link_id, 3, "active")])),
+    "insert_chat_message() call (guest thread, no Mongo ids)": signed_in(
+        no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
+        host=NO_IDENTITY_SENDER, guest=sent(lambda w: w.guests.active.uid, lambda w: None, lambda w: None)),
+    "insert_chat_message() call (guest thread, own Mongo id)": signed_in(
+        no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
+        host=sent(lambda w: w.dave.uid, lambda w: w.dave.mongo_id, lambda w: None), guest=NO_IDENTITY_SENDER,
+        other_guest=NO_IDENTITY_SENDER, ended_guest=NO_IDENTITY_SENDER, anonymous=NO_IDENTITY_SENDER),
+    "insert_chat_message() call (closed thread, no Mongo ids)": signed_in(
+        no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
+        host=NO_IDENTITY_SENDER),
+    "insert_chat_message() call (closed thread, own Mongo id)": signed_in(
+        no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
+        host=denied("22023", "thread is closed"), guest=NO_IDENTITY_SENDER, other_guest=NO_IDENTITY_SENDER,
+        ended_guest=NO_IDENTITY_SENDER, anonymous=NO_IDENTITY_SENDER),
+    "chat_history() call (guest thread)": signed_in(
+        no_privilege(F, "chat_history"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
+        host=history("guest"), guest=history("guest")),
+    "chat_history() call (closed thread)": signed_in(
+        no_privilege(F, "chat_history"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
+        host=history("ended")),
 }
 
 
@@ -186,13 +294,15 @@ class ChannelExpect:
 
 
 def _realtime_expectation(probe: Probe, persona: str) -> ChannelExpect:
-    """Participants read broadcast+presence and write presence on their own chat topic;
-    nobody else gets anything on chat topics; other topics have no policies (closed);
-    service_role bypasses RLS (the backend's key, not a client)."""
+    """Participants read broadcast+presence and write presence on their own chat topic (a
+    guest thread's host always, its guest while the session is active); nobody else gets
+    anything on chat topics; other topics have no policies (closed); service_role bypasses
+    RLS (the backend's key, not a client)."""
     topic = probe.object.removeprefix("realtime ")
     check, extension = probe.operation.split()
-    own = {"participant_a": "chat:<ab>", "participant_b": "chat:<ab>", "outsider": "chat:<cd>"}.get(persona)
-    allowed = persona == "service_role" or (topic == own and (check == "read" or extension == "presence"))
+    own = {"participant_a": {"chat:<ab>"}, "participant_b": {"chat:<ab>"}, "outsider": {"chat:<cd>"},
+           "host": {"chat:<cd>", "chat:<guest>", "chat:<closed guest>"}, "guest": {"chat:<guest>"}}.get(persona, set())
+    allowed = persona == "service_role" or (topic in own and (check == "read" or extension == "presence"))
     return ChannelExpect(allowed)
 
 
@@ -216,7 +326,8 @@ class EstimateExpect:
 SAME_ESTIMATE = EstimateExpect()
 NO_ESTIMATE = EstimateExpect(no_privilege(T, "chat_messages"))
 ESTIMATE_EXPECT = {"anon": NO_ESTIMATE, "no_sub": SAME_ESTIMATE, "outsider": SAME_ESTIMATE, "participant_a": SAME_ESTIMATE,
-                   "participant_b": SAME_ESTIMATE, "custom_role": NO_ESTIMATE, "service_role": EstimateExpect(must_match=False)}
+                   "participant_b": SAME_ESTIMATE, "custom_role": NO_ESTIMATE, "service_role": EstimateExpect(must_match=False),
+                   **{k: SAME_ESTIMATE for k in GUEST_PERSONAS}}
 
 
 def expectation(probe: Probe, persona: str) -> Expect | ChannelExpect | EstimateExpect:
@@ -238,7 +349,7 @@ def test_every_table_and_rpc_probe_has_an_expectation_per_persona() -> None:
     keys = {p.key for p in ALL_PROBES if p.kind in ("table", "rpc")}
     assert keys == set(EXPECT)
     assert all(set(cells) == set(PERSONAS) for cells in EXPECT.values())
-    assert len(REALTIME_PROBES) == 9 * 4
+    assert len(REALTIME_PROBES) == 11 * 4
     assert len(ESTIMATE_PROBES) == len(estimates.SUBJECTS) and set(ESTIMATE_EXPECT) == set(PERSONAS)
 
 
