@@ -15,7 +15,8 @@ Why the shapes below (DBA notes, DESIGN §8):
   row and a guest needs no access to chat_links) and when the session was ended.
 * A session is active while guest_supabase_id is set, guest_ended_at is null and
   guest_expires_at is in the future. Policies admit a guest only to an active session; the
-  host always reads, but sends only while the session is active (a closed thread).
+  host always reads (history, and joining the topic), but sends only while the session is
+  active (a closed thread). A link's slots count redemptions: ending a guest frees none.
 * Direct threads are untouched: their rows, constraints and the policies' direct-thread
   terms are the same; guest terms are added with OR inside the same subqueries, so the
   membership stays computed once per statement (InitPlan) and uses an index.
@@ -30,6 +31,7 @@ Why the shapes below (DBA notes, DESIGN §8):
   auth.users and realtime.messages until commit (supautils), so that part stays short.
   No policy on realtime.messages changes: the helper their policies call is replaced.
 * Abuse limits (DESIGN §10) hook into create, redeem and the guest send (marked below).
+* The downgrade deletes guest threads and their messages (0004 cannot hold them).
 """
 
 from __future__ import annotations
