@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-22
+Create Date: 2026-12-01
 
 Why (DBA notes):
 * PostgREST answers `Prefer: count=planned|estimated` with the planner's row estimate, and

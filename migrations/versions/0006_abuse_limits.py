@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-11-22
+Create Date: 2026-12-01
 
 How the limits of DESIGN §10 work (DBA notes):
 * One generic mechanism: chat_private.take_tokens(limit, key, n) takes n tokens from the
