@@ -102,12 +102,13 @@ UNVALIDATED = r"""
 
 # Partial indexes on those columns: ALTER COLUMN TYPE would rebuild them under the lock.
 PARTIAL_INDEXES = """
-    select pg_catalog.quote_ident(n.nspname) as schema, ic.relname::text as raw_name,
+    select pg_catalog.quote_ident(n.nspname) as schema, pg_catalog.quote_ident(ic.relname) as name,
+           pg_catalog.quote_ident(left(ic.relname, 63 - length(%(suffix)s)) || %(suffix)s) as stand_in_name,
            pg_catalog.pg_get_indexdef(i.indexrelid) as definition,
            i.indisunique and not i.indnullsnotdistinct and not (0 = any(i.indkey::int2[])) as plain_unique,
            pg_catalog.pg_get_expr(i.indpred, i.indrelid) as predicate,
-           array(select pg_catalog.quote_ident(a.attname) from unnest(i.indkey::int2[]) k(attnum)
-                 join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum) as columns
+           array(select pg_catalog.quote_ident(a.attname) from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) k(attnum)
+                 join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum) as key_columns
     from pg_catalog.pg_index i join pg_catalog.pg_class ic on ic.oid = i.indexrelid
     join pg_catalog.pg_namespace n on n.oid = ic.relnamespace
     where i.indpred is not null and exists (
@@ -121,7 +122,7 @@ STAND_IN = "__clear_stats"  # suffix of a stand-in's name
 
 # Stand-ins left by a run that stopped half-way (their comment is the original's definition).
 STAND_INS = r"""
-    select pg_catalog.quote_ident(n.nspname) as schema, c.relname::text as name, i.indisvalid as valid,
+    select pg_catalog.quote_ident(n.nspname) as schema, pg_catalog.quote_ident(c.relname) as name, i.indisvalid as valid,
            pg_catalog.obj_description(c.oid, 'pg_class') as definition
     from pg_catalog.pg_index i join pg_catalog.pg_class c on c.oid = i.indexrelid
     join pg_catalog.pg_class t on t.oid = i.indrelid join pg_catalog.pg_namespace n on n.oid = c.relnamespace
@@ -136,8 +137,7 @@ VALID_INDEXES = """
 """
 
 INDEX_VALID = """
-    select i.indisvalid from pg_catalog.pg_class c join pg_catalog.pg_index i on i.indexrelid = c.oid
-    where c.relnamespace = %(schema)s::pg_catalog.regnamespace and c.relname = %(name)s
+    select i.indisvalid from pg_catalog.pg_index i where i.indexrelid = pg_catalog.to_regclass(%(index)s)
 """
 
 COMMANDS = {"*": "all", "r": "select", "a": "insert", "w": "update", "d": "delete"}
@@ -169,24 +169,25 @@ class Constraint:
 
 @dataclass(frozen=True)
 class Swap:
-    """A partial unique index that a plain unique stand-in replaces while the columns change."""
+    """A partial unique index that a plain unique stand-in replaces while the columns change.
+    Names are quoted as PostgreSQL quotes them (quote_ident)."""
 
     schema: str
-    name: str  # unquoted, as in pg_class
+    name: str
+    stand_in_name: str
     definition: str  # pg_get_indexdef of the original
 
     @property
     def index(self) -> str:
-        return f"{self.schema}.{_quote(self.name)}"
+        return f"{self.schema}.{self.name}"
 
     @property
     def stand_in(self) -> str:
-        return f"{self.schema}.{_quote(self.name[:63 - len(STAND_IN)] + STAND_IN)}"
+        return f"{self.schema}.{self.stand_in_name}"
 
     def build_stand_in(self) -> list[str]:
-        on = self.definition.split(" ON ", 1)[1].rsplit(" WHERE ", 1)[0]
-        name = self.stand_in.split(".", 1)[1]  # an index is created in its table's schema
-        return [f"create unique index concurrently {name} on {on}",
+        on = self.definition.split(" ON ", 1)[1].rsplit(" WHERE ", 1)[0]  # an index goes in its table's schema
+        return [f"create unique index concurrently {self.stand_in_name} on {on}",
                 f"comment on index {self.stand_in} is {_literal(self.definition)}"]
 
     @property
@@ -260,22 +261,17 @@ def _literal(text: str) -> str:
     return sql.Literal(text).as_string(None)
 
 
-def _quote(name: str) -> str:
-    return name if name.isidentifier() and name == name.lower() else sql.Identifier(name).as_string(None)
-
-
 def _only_leaves_out_nulls(index: dict[str, Any]) -> bool:
-    """The predicate is `col IS NOT NULL [AND ...]` over the key's own columns, so a unique
-    index without it (NULLs distinct) enforces the same uniqueness."""
+    """The predicate is `col IS NOT NULL [AND ...]` over key columns (not INCLUDE ones), so a
+    unique index without it (NULLs distinct) enforces the same uniqueness."""
     tested = re.findall(r"\(([^()\s]+) IS NOT NULL\)", index["predicate"])
     rest = re.sub(r"\(([^()\s]+) IS NOT NULL\)|AND|[()\s]", "", index["predicate"])
-    return bool(index["plain_unique"] and tested and not rest and set(tested) <= set(index["columns"]))
+    return bool(index["plain_unique"] and tested and not rest and set(tested) <= set(index["key_columns"]))
 
 
 def _index_name(definition: str) -> str:
-    """The (unquoted) name in `CREATE [UNIQUE] INDEX <name> ON ...`."""
-    quoted = definition.split(" INDEX ", 1)[1].split(" ON ", 1)[0]
-    return quoted[1:-1].replace('""', '"') if quoted.startswith('"') else quoted
+    """The name in `CREATE [UNIQUE] INDEX <name> ON ...`, quoted as PostgreSQL quotes it."""
+    return definition.split(" INDEX ", 1)[1].split(" ON ", 1)[0]
 
 
 def _unfinished(conn: psycopg.Connection[Any], planned: set[str]) -> list[str]:
@@ -283,15 +279,15 @@ def _unfinished(conn: psycopg.Connection[Any], planned: set[str]) -> list[str]:
     to be swapped again, `planned`, is kept and reused)."""
     out = []
     for row in _rows(conn, STAND_INS, {"tables": TABLES, "stand_ins": "%" + STAND_IN.replace("_", "\\_")}):
-        drop = f"drop index concurrently {row['schema']}.{_quote(row['name'])}"
+        drop = f"drop index concurrently {row['schema']}.{row['name']}"
         if not row["valid"]:
             out.append(drop)  # its build failed: the original was never touched
             continue
         if row["definition"] is None:
             raise StatsError(f"{row['schema']}.{row['name']} stands in for an index whose definition is lost (no "
                              "comment): recreate that index by hand, then drop the stand-in")
-        swap = Swap(row["schema"], _index_name(row["definition"]), row["definition"])
-        original = conn.execute(INDEX_VALID, {"schema": row["schema"], "name": swap.name}).fetchone()
+        swap = Swap(row["schema"], _index_name(row["definition"]), row["name"], row["definition"])
+        original = conn.execute(INDEX_VALID, {"index": swap.index}).fetchone()
         if original is not None and original[0]:
             if swap.stand_in not in planned:
                 out.append(drop)  # the original is back (or was never dropped)
@@ -330,9 +326,10 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
         keys = {"relids": [c["attrelid"] for c in columns], "attnums": [c["attnum"] for c in columns]}
         policies = _rows(conn, POLICIES, keys) if columns else []
         checks = _rows(conn, CHECKS, keys) if columns else []
-        partial = _rows(conn, PARTIAL_INDEXES, keys) if columns else []
+        partial = _rows(conn, PARTIAL_INDEXES, {**keys, "suffix": STAND_IN}) if columns else []
         unvalidated = _rows(conn, UNVALIDATED, {"tables": TABLES})
-        swaps = [Swap(i["schema"], i["raw_name"], i["definition"]) for i in partial if _only_leaves_out_nulls(i)]
+        swaps = [Swap(i["schema"], i["name"], i["stand_in_name"], i["definition"])
+                 for i in partial if _only_leaves_out_nulls(i)]
         unfinished = _unfinished(conn, {swap.stand_in for swap in swaps})
     statements = [f"drop policy {p['name']} on {p['table']}" for p in policies]
     for table, items in _by_table(checks).items():
