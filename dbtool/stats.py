@@ -6,26 +6,31 @@ skips them, it does not clear them: statistics collected before survive every AN
 ("stale" here). Only a superuser may delete from pg_statistic (postgres on Supabase is not
 one), and PostgreSQL 17 has no pg_clear_attribute_stats(). What the owner can do is
 `alter column ... type <its own type>`, which drops the column's statistics without
-rewriting the table. PostgreSQL refuses it for a column a policy uses, and re-checks the
-CHECK constraints on the column with a full scan under ACCESS EXCLUSIVE, so `clear` works in
-one short transaction:
+rewriting the table or rebuilding its plain indexes and without re-checking foreign keys.
+It refuses columns a policy uses, re-checks the CHECK constraints on them, and rebuilds the
+partial indexes on them (PostgreSQL never reuses one), both with a full scan under ACCESS
+EXCLUSIVE. So `clear` keeps every scan outside the lock:
 
-1. lock the tables involved (with lock_timeout: fail fast rather than queue the application);
-2. drop the policies that use those columns, and the CHECK constraints on them;
-3. alter each column to its own type: the table is not rewritten, plain indexes are kept,
-   foreign keys are not re-checked; a partial index on a column is rebuilt (PostgreSQL never
-   reuses one), which is the only part that grows with the table;
-4. recreate the policies exactly as they were (comments included) and the CHECK
-   constraints NOT VALID (no scan);
+1. a partial unique index whose predicate only leaves out NULLs (the idempotency key's) gets
+   a stand-in first, the same index without the predicate, built CONCURRENTLY: with NULLs
+   distinct it enforces exactly the same uniqueness, and ON CONFLICT infers it;
+2. one short transaction (lock_timeout: fail fast rather than queue the application) drops
+   the policies that use the columns, their CHECK constraints and those partial indexes,
+   alters each column to its own type, and recreates the policies as they were (comments
+   included) and the constraints NOT VALID;
+3. after the commit the partial indexes are built again CONCURRENTLY under their own names,
+   the stand-ins dropped, and each constraint validated under SHARE UPDATE EXCLUSIVE: reads
+   and writes go on. A stand-in carries its original's definition as its comment, so a run
+   that stops half-way is finished by the next one.
 
-then commits and validates each constraint in a transaction of its own, under SHARE UPDATE
-EXCLUSIVE, which lets reads and writes go on. Every definition is read back from the
-catalogs with an empty search_path (so names come back schema-qualified): nothing here
-restates a revision, and the schema afterwards is identical (a test compares pg_dump).
+Every definition is read back from the catalogs with an empty search_path (so names come
+back schema-qualified): nothing here restates a revision, and the schema afterwards is
+identical (a test compares pg_dump).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +100,46 @@ UNVALIDATED = r"""
     order by 1, 2
 """
 
+# Partial indexes on those columns: ALTER COLUMN TYPE would rebuild them under the lock.
+PARTIAL_INDEXES = """
+    select pg_catalog.quote_ident(n.nspname) as schema, pg_catalog.quote_ident(ic.relname) as name,
+           pg_catalog.quote_ident(left(ic.relname, 63 - length(%(suffix)s)) || %(suffix)s) as stand_in_name,
+           pg_catalog.pg_get_indexdef(i.indexrelid) as definition,
+           i.indisunique and not i.indnullsnotdistinct and not (0 = any(i.indkey::int2[])) as plain_unique,
+           pg_catalog.pg_get_expr(i.indpred, i.indrelid) as predicate,
+           array(select pg_catalog.quote_ident(a.attname) from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) k(attnum)
+                 join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum) as key_columns
+    from pg_catalog.pg_index i join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+    join pg_catalog.pg_namespace n on n.oid = ic.relnamespace
+    where i.indpred is not null and exists (
+      select from pg_catalog.pg_depend d join unnest(%(relids)s::oid[], %(attnums)s::int2[]) x(relid, attnum)
+        on d.refobjid = x.relid and d.refobjsubid = x.attnum
+      where d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.objid = i.indexrelid)
+    order by 1, 2
+"""
+
+STAND_IN = "__clear_stats"  # suffix of a stand-in's name
+
+# Stand-ins left by a run that stopped half-way (their comment is the original's definition).
+STAND_INS = r"""
+    select pg_catalog.quote_ident(n.nspname) as schema, pg_catalog.quote_ident(c.relname) as name, i.indisvalid as valid,
+           pg_catalog.obj_description(c.oid, 'pg_class') as definition
+    from pg_catalog.pg_index i join pg_catalog.pg_class c on c.oid = i.indexrelid
+    join pg_catalog.pg_class t on t.oid = i.indrelid join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = 'public' and t.relname like %(tables)s and c.relname like %(stand_ins)s
+    order by 2
+"""
+
+VALID_INDEXES = """
+    select pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
+    from pg_catalog.pg_index i join pg_catalog.pg_class c on c.oid = i.indexrelid
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace where i.indisvalid
+"""
+
+INDEX_VALID = """
+    select i.indisvalid from pg_catalog.pg_index i where i.indexrelid = pg_catalog.to_regclass(%(index)s)
+"""
+
 COMMANDS = {"*": "all", "r": "select", "a": "insert", "w": "update", "d": "delete"}
 
 
@@ -123,27 +168,60 @@ class Constraint:
 
 
 @dataclass(frozen=True)
+class Swap:
+    """A partial unique index that a plain unique stand-in replaces while the columns change.
+    Names are quoted as PostgreSQL quotes them (quote_ident)."""
+
+    schema: str
+    name: str
+    stand_in_name: str
+    definition: str  # pg_get_indexdef of the original
+
+    @property
+    def index(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def stand_in(self) -> str:
+        return f"{self.schema}.{self.stand_in_name}"
+
+    def build_stand_in(self) -> list[str]:
+        on = self.definition.split(" ON ", 1)[1].rsplit(" WHERE ", 1)[0]  # an index goes in its table's schema
+        return [f"create unique index concurrently {self.stand_in_name} on {on}",
+                f"comment on index {self.stand_in} is {_literal(self.definition)}"]
+
+    @property
+    def restore(self) -> str:
+        return self.definition.replace(" INDEX ", " INDEX CONCURRENTLY ", 1)
+
+
+@dataclass(frozen=True)
 class Plan:
-    """What `clear` would run: the locked transaction, then one validation per constraint."""
+    """What `clear` would run: stand-ins, the locked transaction, then the work that does
+    not block (partial indexes rebuilt, stand-ins dropped, constraints validated)."""
 
     columns: list[StaleColumn]
     locks: list[str]
     statements: list[str]
     validations: list[Constraint]
+    swaps: list[Swap] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # a stopped run's remaining index work
 
     @property
     def empty(self) -> bool:
-        return not self.statements and not self.validations
+        return not self.statements and not self.validations and not self.unfinished
 
     def script(self, lock_timeout: str) -> str:
         """The SQL, as a reviewer (or psql) would read it."""
-        out = []
+        out = [s + ";" for s in self.unfinished]
+        out += [s + ";" for swap in self.swaps for s in swap.build_stand_in()]
         if self.statements:
             out += ["begin;", f"set local lock_timeout = '{lock_timeout}';",
                     f"lock table {', '.join(self.locks)} in access exclusive mode;",
                     *[s + ";" for s in self.statements], "commit;"]
+        out += [s + ";" for swap in self.swaps for s in (swap.restore, f"drop index concurrently {swap.stand_in}")]
         out += [k.validate + ";" for k in self.validations]
         return "\n".join(out) + "\n"
 
@@ -153,10 +231,12 @@ class Cleared:
     columns: list[str] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)  # dropped and recreated
     constraints: list[str] = field(default_factory=list)  # dropped and added back NOT VALID
+    indexes: list[str] = field(default_factory=list)  # partial indexes rebuilt concurrently behind a stand-in
+    finished: list[str] = field(default_factory=list)  # what an earlier, interrupted run had left
     lock_wait_ms: float = 0.0
     lock_held_ms: float = 0.0  # ACCESS EXCLUSIVE, from the lock to the commit
     validated: list[str] = field(default_factory=list)
-    validate_ms: float = 0.0  # SHARE UPDATE EXCLUSIVE, reads and writes go on
+    background_ms: float = 0.0  # stand-ins, index builds, validations: reads and writes go on
     remaining: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -179,6 +259,43 @@ def stale(conn: psycopg.Connection[Any]) -> list[StaleColumn]:
 
 def _literal(text: str) -> str:
     return sql.Literal(text).as_string(None)
+
+
+def _only_leaves_out_nulls(index: dict[str, Any]) -> bool:
+    """The predicate is `col IS NOT NULL [AND ...]` over key columns (not INCLUDE ones), so a
+    unique index without it (NULLs distinct) enforces the same uniqueness."""
+    tested = re.findall(r"\(([^()\s]+) IS NOT NULL\)", index["predicate"])
+    rest = re.sub(r"\(([^()\s]+) IS NOT NULL\)|AND|[()\s]", "", index["predicate"])
+    return bool(index["plain_unique"] and tested and not rest and set(tested) <= set(index["key_columns"]))
+
+
+def _index_name(definition: str) -> str:
+    """The name in `CREATE [UNIQUE] INDEX <name> ON ...`, quoted as PostgreSQL quotes it."""
+    return definition.split(" INDEX ", 1)[1].split(" ON ", 1)[0]
+
+
+def _unfinished(conn: psycopg.Connection[Any], planned: set[str]) -> list[str]:
+    """What a run that stopped half-way left to do with its stand-ins (one for an index about
+    to be swapped again, `planned`, is kept and reused)."""
+    out = []
+    for row in _rows(conn, STAND_INS, {"tables": TABLES, "stand_ins": "%" + STAND_IN.replace("_", "\\_")}):
+        drop = f"drop index concurrently {row['schema']}.{row['name']}"
+        if not row["valid"]:
+            out.append(drop)  # its build failed: the original was never touched
+            continue
+        if row["definition"] is None:
+            raise StatsError(f"{row['schema']}.{row['name']} stands in for an index whose definition is lost (no "
+                             "comment): recreate that index by hand, then drop the stand-in")
+        swap = Swap(row["schema"], _index_name(row["definition"]), row["name"], row["definition"])
+        original = conn.execute(INDEX_VALID, {"index": swap.index}).fetchone()
+        if original is not None and original[0]:
+            if swap.stand_in not in planned:
+                out.append(drop)  # the original is back (or was never dropped)
+            continue
+        if original is not None:  # a concurrent build of the original that failed
+            out.append(f"drop index concurrently {swap.index}")
+        out += [swap.restore, drop]
+    return out
 
 
 def _policy_sql(p: dict[str, Any]) -> list[str]:
@@ -209,10 +326,15 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
         keys = {"relids": [c["attrelid"] for c in columns], "attnums": [c["attnum"] for c in columns]}
         policies = _rows(conn, POLICIES, keys) if columns else []
         checks = _rows(conn, CHECKS, keys) if columns else []
+        partial = _rows(conn, PARTIAL_INDEXES, {**keys, "suffix": STAND_IN}) if columns else []
         unvalidated = _rows(conn, UNVALIDATED, {"tables": TABLES})
+        swaps = [Swap(i["schema"], i["name"], i["stand_in_name"], i["definition"])
+                 for i in partial if _only_leaves_out_nulls(i)]
+        unfinished = _unfinished(conn, {swap.stand_in for swap in swaps})
     statements = [f"drop policy {p['name']} on {p['table']}" for p in policies]
     for table, items in _by_table(checks).items():
         statements.append(f"alter table {table} " + ", ".join(f"drop constraint {k['name']}" for k in items))
+    statements += [f"drop index {swap.index}" for swap in swaps]
     for table, items in _by_table(columns).items():
         statements.append(f"alter table {table} " + ", ".join(
             f"alter column {c['column']} type {c['type']}" for c in items))
@@ -229,8 +351,9 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
     validations += [k for k in (Constraint(u["table"], u["name"]) for u in unvalidated) if k not in validations]
     return Plan(
         [StaleColumn(c["table"], c["column"]) for c in columns],
-        sorted({c["table"] for c in columns} | {p["table"] for p in policies}), statements, validations,
+        sorted({c["table"] for c in columns} | {p["table"] for p in policies}), statements, validations, swaps,
         [f"{p['name']} on {p['table']}" for p in policies], [Constraint(k["table"], k["name"]).label for k in checks],
+        unfinished,
     )
 
 
@@ -239,18 +362,16 @@ def _quiet(_: str) -> None:
 
 
 def _timeouts(conn: psycopg.Connection[Any], lock_timeout: str, statement_timeout: str) -> None:
-    conn.execute("select set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+    conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                  (lock_timeout, statement_timeout))
 
 
 def _locked_part(conn: psycopg.Connection[Any], lock_timeout: str, result: Cleared,
-                 progress: Progress) -> tuple[Plan, float | None]:
+                 progress: Progress) -> tuple[Plan, float]:
     """Lock, re-read the catalogs under the lock, run the plan; the caller commits.
-    Returns what ran and when the lock was granted (None: nothing needed a lock)."""
+    Returns what ran and when the lock was granted."""
     began = time.perf_counter()
     first = plan(conn)
-    if not first.statements:
-        return first, None
     progress(f"locking {', '.join(first.locks)} (waiting at most {lock_timeout})")
     try:
         conn.execute(f"lock table {', '.join(first.locks)} in access exclusive mode")  # type: ignore[arg-type]
@@ -269,33 +390,67 @@ def _locked_part(conn: psycopg.Connection[Any], lock_timeout: str, result: Clear
         raise StatsError(f"clearing statistics failed, nothing was changed: {str(exc).strip()}") from None
     result.columns = [c.name for c in current.columns]
     result.policies, result.constraints = current.policies, current.constraints
+    result.indexes = [swap.index for swap in current.swaps]
     return current, locked
+
+
+def _background(conn: psycopg.Connection[Any], statements: Sequence[str], progress: Progress,
+                lock_timeout: str = "0") -> None:
+    """Work that does not block reads or writes (concurrent index builds, validations): by
+    default no lock_timeout (it may wait for long transactions), only the statement timeout."""
+    conn.execute("select set_config('lock_timeout', %s, false)", (lock_timeout,))
+    for statement in statements:
+        progress(statement)
+        try:
+            conn.execute(statement)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StatsError(
+                f"`{statement}` failed: {str(exc).strip()}. The statistics are cleared or untouched and every rule "
+                "holds; run `dbtool clear-stats` again to finish the remaining index and constraint work") from None
 
 
 def clear(conn: psycopg.Connection[Any], *, lock_timeout: str = "2s", statement_timeout: str = "5min",
           progress: Progress = _quiet) -> Cleared:
-    """Remove the stale statistics of our tables (see the module's docstring for how)."""
+    """Remove the stale statistics of our tables (see the module's docstring for how).
+    `conn` must be in autocommit mode (concurrent index builds run outside transactions)."""
     result = Cleared()
-    with conn.transaction():
-        conn.execute("set local search_path = ''")
-        _timeouts(conn, lock_timeout, statement_timeout)
-        done, locked = _locked_part(conn, lock_timeout, result, progress)
-    if locked is not None:
-        result.lock_held_ms = (time.perf_counter() - locked) * 1000
-        progress(f"cleared {len(result.columns)} column(s); ACCESS EXCLUSIVE held {result.lock_held_ms:.0f} ms")
     began = time.perf_counter()
-    for constraint in done.validations:
-        progress(constraint.validate)
-        with conn.transaction():
+    _timeouts(conn, lock_timeout, statement_timeout)
+    try:
+        first = plan(conn)
+        _background(conn, first.unfinished, progress)
+        result.finished = first.unfinished
+        first = plan(conn) if first.unfinished else first
+        if first.statements:
+            built = {r[0] for r in conn.execute(VALID_INDEXES)}  # stand-ins a stopped run left ready
+            _background(conn, [s for swap in first.swaps if swap.stand_in not in built for s in swap.build_stand_in()],
+                        progress)
             _timeouts(conn, lock_timeout, statement_timeout)
             try:
-                conn.execute(constraint.validate)  # type: ignore[arg-type]
-            except psycopg.Error as exc:
-                raise StatsError(
-                    f"statistics were cleared, but `{constraint.validate}` failed: {str(exc).strip()}. The "
-                    "constraint is enforced for new rows already; run `dbtool clear-stats` again to validate it"
-                ) from None
-        result.validated.append(constraint.label)
-    result.validate_ms = (time.perf_counter() - began) * 1000
+                with conn.transaction():
+                    conn.execute("set local search_path = ''")
+                    done, locked = _locked_part(conn, lock_timeout, result, progress)
+            except (StatsError, psycopg.Error) as exc:
+                try:  # whatever held the tables may hold up this too: wait no longer than for the lock
+                    _background(conn, [f"drop index concurrently {swap.stand_in}" for swap in first.swaps], progress,
+                                lock_timeout)
+                except StatsError:
+                    left = ", ".join(swap.stand_in for swap in first.swaps)
+                    raise StatsError(f"{exc} Left in place: {left}, a stand-in with the same unique rule as the index it "
+                                     "is named after; the next `dbtool clear-stats` reuses or removes it") from None
+                raise
+            result.lock_held_ms = (time.perf_counter() - locked) * 1000
+            progress(f"cleared {len(result.columns)} column(s); ACCESS EXCLUSIVE held {result.lock_held_ms:.0f} ms")
+            _background(conn, [s for swap in done.swaps for s in (swap.restore, f"drop index concurrently {swap.stand_in}")],
+                        progress)
+            validations = done.validations
+        else:
+            validations = first.validations
+        _background(conn, [k.validate for k in validations], progress)
+        result.validated = [k.label for k in validations]
+    finally:
+        conn.execute("reset lock_timeout")
+        conn.execute("reset statement_timeout")
+    result.background_ms = (time.perf_counter() - began) * 1000 - result.lock_wait_ms - result.lock_held_ms
     result.remaining = [c.name for c in stale(conn)]
     return result

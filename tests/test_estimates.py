@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,6 +120,7 @@ def test_statistics_from_before_0005_survive_analyze_until_clear_stats(
     with db.connect() as conn:
         result = stats.clear(conn)
         assert set(result.columns) == stale and result.remaining == []
+        assert result.indexes == ["public.chat_messages_sender_supabase_id_client_id_key"]  # rebuilt, not locked
         assert stats.stale(conn) == [] and stats.plan(conn).empty
         unvalidated = conn.execute("select count(*) from pg_constraint where not convalidated").fetchone()
     assert unvalidated == (0,)
@@ -142,7 +144,7 @@ def test_clear_stats_keeps_the_rules_it_recreates(stale_db: tuple[ChatDatabase, 
     assert {r["thread_id"] for r in seen.rows} == {world.thread_cd}
 
 
-def test_clear_stats_gives_up_after_lock_timeout_and_changes_nothing(
+def test_clear_stats_gives_up_after_lock_timeout_and_a_later_run_finishes(
         stale_db: tuple[ChatDatabase, worlds.World]) -> None:
     db, _ = stale_db
     schema = schema_dump(db)
@@ -150,10 +152,37 @@ def test_clear_stats_gives_up_after_lock_timeout_and_changes_nothing(
         holder.execute("begin")
         holder.execute("select count(*) from public.chat_messages")  # a reader's ACCESS SHARE, held open
         before = stats.stale(conn)
-        with pytest.raises(StatsError, match="could not lock"):
+        with pytest.raises(StatsError, match="could not lock") as failed:
             stats.clear(conn, lock_timeout="100ms")
-        holder.execute("rollback")
+        # the reader also holds up dropping the stand-in built beforehand: it stays, and says so
+        assert "__clear_stats" in str(failed.value)
         assert stats.stale(conn) == before
+        holder.execute("rollback")
+        done = stats.clear(conn)
+    assert done.finished and done.remaining == [] and done.indexes
+    assert schema_dump(db) == schema
+
+
+def test_a_run_stopped_after_the_commit_is_finished_by_the_next(stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+    """Between the commit and the concurrent rebuild a stand-in carries the unique rule (and
+    the original's definition); sends stay idempotent, and the next run restores the index."""
+    db, world = stale_db
+    schema = schema_dump(db)
+    with db.connect() as conn:
+        found = stats.plan(conn)
+        (swap,) = found.swaps
+        for statement in [*swap.build_stand_in(), f"drop index {swap.index}"]:  # as if stopped after the commit
+            conn.execute(statement)  # type: ignore[arg-type]
+    with db.connect(admin=True) as conn:
+        send = {"_thread_id": world.thread_ab, "_sender_mongo_id": world.alice.mongo_id,
+                "_recipient_mongo_id": world.bob.mongo_id, "_body": "once", "_client_id": str(uuid.uuid4())}
+        first, again = (postgrest.call(conn, world.alice.persona, "insert_chat_message", send, commit=True,
+                                       types={"_client_id": "uuid"}) for _ in range(2))
+        assert first.ok and again.ok and first.rows[0]["id"] == again.rows[0]["id"]
+    with db.connect() as conn:
+        assert stats.plan(conn).unfinished == [swap.restore, f"drop index concurrently {swap.stand_in}"]
+        done = stats.clear(conn)
+    assert done.finished == [swap.restore, f"drop index concurrently {swap.stand_in}"] and done.remaining == []
     assert schema_dump(db) == schema
 
 

@@ -33,10 +33,13 @@ Why (DBA notes):
 * Statistics collected before this revision SURVIVE ANALYZE (a column with target 0 is
   skipped, not cleared), and only a superuser may delete from pg_statistic, which postgres
   on Supabase is not. Removing them needs `alter column ... type <its own type>` with the
-  policies on those columns dropped and recreated and their CHECK constraints re-checked:
-  more than a migration should hold ACCESS EXCLUSIVE for on a large table. That is a
-  separate, measured step: `dbtool clear-stats` (README, Operating notes), needed once on a
-  database that was analysed before this revision; `dbtool audit` reports it until then.
+  policies on those columns dropped and recreated; it re-checks their CHECK constraints and
+  rebuilds the partial unique index on (sender_supabase_id, client_id), both by scanning the
+  table. In one migration transaction those scans would run under ACCESS EXCLUSIVE (about
+  1 s at 1M messages, growing with the table). So it is a separate, measured step:
+  `dbtool clear-stats` (README, Operating notes) runs the scans concurrently and holds the
+  lock 10-60 ms at 1M and 5M messages. It is needed once, on a database analysed before this
+  revision; `dbtool audit` reports it (stale_statistics) until then.
 """
 
 from __future__ import annotations
