@@ -157,6 +157,16 @@ TABLE_PROBES = [
         "PATCH", "update public.chat_messages set body = 'edited' where thread_id = %s", lambda w, c: (w.thread_ab,))),
     Probe("chat_messages", "delete", "table", _sql(
         "DELETE", "delete from public.chat_messages where thread_id = %s", lambda w, c: (w.thread_ab,))),
+    Probe("chat_receipts", "select", "table", _sql("GET", "select * from public.chat_receipts", _no_params)),
+    Probe("chat_receipts", "insert own cursor", "table", _sql(
+        "POST", "insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to) "
+        "values (%s, %s, %s, %s)",
+        lambda w, c: (w.thread_ab, c.actor.uid, w.messages["ab"][2], w.messages["ab"][2]))),
+    Probe("chat_receipts", "update", "table", _sql(
+        "PATCH", "update public.chat_receipts set read_up_to = delivered_up_to where thread_id = %s",
+        lambda w, c: (w.thread_ab,))),
+    Probe("chat_receipts", "delete", "table", _sql(
+        "DELETE", "delete from public.chat_receipts where thread_id = %s", lambda w, c: (w.thread_ab,))),
 ]
 
 
@@ -176,6 +186,16 @@ RPC_PROBES = [
         {}, volatile=True)),
     Probe("chat_history()", "call (thread ab)", "rpc", _rpc(
         "chat_history", lambda w, c: {"_thread_id": w.thread_ab}, {}, volatile=False)),
+    Probe("mark_chat_delivered()", "call (thread ab, its last message)", "rpc", _rpc(
+        "mark_chat_delivered", lambda w, c: {"_thread_id": w.thread_ab, "_up_to_id": w.messages["ab"][2]},
+        {"_up_to_id": "bigint"}, volatile=True)),
+    Probe("mark_chat_read()", "call (thread ab, its second message)", "rpc", _rpc(
+        "mark_chat_read", lambda w, c: {"_thread_id": w.thread_ab, "_up_to_id": w.messages["ab"][1]},
+        {"_up_to_id": "bigint"}, volatile=True)),
+    Probe("mark_chat_read()", "call (thread ab, a message of cd)", "rpc", _rpc(
+        "mark_chat_read", lambda w, c: {"_thread_id": w.thread_ab, "_up_to_id": w.messages["cd"][0]},
+        {"_up_to_id": "bigint"}, volatile=True)),
+    Probe("chat_inbox()", "call", "rpc", _rpc("chat_inbox", lambda w, c: {}, {}, volatile=False)),
 ]
 
 # Topics as columns: ab is A and B's thread, cd is the outsider's own thread with dave.

@@ -21,7 +21,8 @@ from dbtool.matrix import LEGEND, Cell, as_table
 from dbtool.urls import libpq_url, redact
 
 SUITE = Path(__file__).resolve().parent / "policy_suite"
-WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
+WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "public.chat_receipts",
+           "realtime.messages")
 
 
 @dataclass

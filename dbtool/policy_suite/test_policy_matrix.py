@@ -93,6 +93,18 @@ def users(expect: Expect, service: Expect) -> dict[str, Expect]:
     return per_persona(expect, expect, expect, expect, expect, service)
 
 
+def cursors(expected: Callable[[World], list[tuple[str, int, int]]]) -> Expect:
+    """A receipt RPC's answer: (thread_id, delivered_up_to, read_up_to)."""
+    return Expect(True, rows=lambda w, got: [(r["thread_id"], r["delivered_up_to"], r["read_up_to"]) for r in got.rows],
+                  expected=expected)
+
+
+def inbox(expected: Callable[[World], list[tuple[str, int, int, int]]]) -> Expect:
+    """chat_inbox rows: (thread_id, unread, the other party's delivered_up_to and read_up_to)."""
+    return Expect(True, rows=lambda w, got: [(r["thread_id"], r["unread"], r["delivered_up_to"], r["read_up_to"])
+                                             for r in got.rows], expected=expected)
+
+
 T, F, M = "table", "function", None  # readability of the table below
 
 ab_messages = exactly("id", lambda w: {str(i) for i in w.messages["ab"]})
@@ -143,6 +155,31 @@ EXPECT: dict[str, dict[str, Expect]] = {
         Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages["ab"][::-1]),
         Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages["ab"][::-1]),
         NOT_AUTHENTICATED),
+    "chat_receipts select": per_persona(
+        no_privilege(T, "chat_receipts"), exactly("supabase_user_id", lambda w: set()),
+        exactly("supabase_user_id", lambda w: {w.dave.uid}), exactly("supabase_user_id", lambda w: {w.bob.uid}),
+        exactly("supabase_user_id", lambda w: {w.bob.uid}), some_rows()),
+    "chat_receipts insert own cursor": users(no_privilege(T, "chat_receipts"), affected(1)),
+    "chat_receipts update": users(no_privilege(T, "chat_receipts"), affected(1)),
+    "chat_receipts delete": users(no_privilege(T, "chat_receipts"), affected(1)),
+    "mark_chat_delivered() call (thread ab, its last message)": per_persona(
+        no_privilege(F, "mark_chat_delivered"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][2], 0)]),
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][2], w.messages["ab"][0])]), NOT_AUTHENTICATED),
+    "mark_chat_read() call (thread ab, its second message)": per_persona(
+        no_privilege(F, "mark_chat_read"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][1], w.messages["ab"][1])]),
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][1], w.messages["ab"][1])]), NOT_AUTHENTICATED),
+    "mark_chat_read() call (thread ab, a message of cd)": per_persona(
+        no_privilege(F, "mark_chat_read"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
+        denied("22023", "_up_to_id is not a message of this thread"),
+        denied("22023", "_up_to_id is not a message of this thread"), NOT_AUTHENTICATED),
+    # (thread, unread, the other party's delivered and read cursors) of each inbox row
+    "chat_inbox() call": per_persona(
+        no_privilege(F, "chat_inbox"), NOT_AUTHENTICATED,
+        inbox(lambda w: [(w.thread_cd, 1, w.messages["cd"][0], w.messages["cd"][0])]),
+        inbox(lambda w: [(w.thread_ab, 1, w.messages["ab"][1], w.messages["ab"][0])]),
+        inbox(lambda w: [(w.thread_ab, 1, 0, 0)]), NOT_AUTHENTICATED),
 }
 
 
