@@ -373,7 +373,7 @@ def test_guest_threads_take_the_same_path(world_db: WorldDb) -> None:
     guest_message = int(sent[0]["id"])
     host_rows = {r["thread_id"]: r for r in ok(call(world_db, w.alice.persona, "chat_inbox", {}))}
     assert set(host_rows) == {thread, w.thread_ab}
-    assert list(host_rows)[0] == thread  # the newest activity first
+    assert next(iter(host_rows)) == thread  # the newest activity first
     row = host_rows[thread]
     assert (row["kind"], row["other_mongo_id"], row["other_display_name"], row["guest_status"], row["unread"],
             row["last_body"], row["last_sender_supabase_id"]) == (
