@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from bench import figures
+from bench import figures, receipts
 from bench.harness import embedded_server, prepare
 from dbtool import __version__
 from dbtool.render import markdown
@@ -85,6 +85,9 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
             ("member reads", lambda: figures.member_reads(large, settings)),
             ("inserts", lambda: figures.inserts(large, settings)),
             ("realtime checks", lambda: figures.realtime_checks(small, large, settings)),
+            ("inbox", lambda: receipts.inbox(large, settings)),
+            ("receipts", lambda: receipts.marks(large, settings)),
+            ("what 0008 costs a send", lambda: receipts.send_cost(large, settings, figures.RPC_INSERT)),
             ("reset", lambda: figures.reset_vs_create(server, settings, progress)),
         ]
         for name, step in steps:
