@@ -154,6 +154,8 @@ declare
   caller uuid := auth.uid();
   wanted_thread text := lower(_thread_id);
   moved_at timestamp with time zone := now();
+  visible boolean;
+  is_message boolean;
   delivered bigint;
   did_read bigint;
 begin
@@ -169,16 +171,20 @@ begin
   if _up_to_id is null or _up_to_id < 1 then
     raise exception using errcode = '22023', message = '_up_to_id must be the id of a message of the thread';
   end if;
-  -- Participants only, as chat_threads__select_participants says; a guest while active (0007).
-  if not exists (
-    select from public.chat_threads t
-    where t.thread_id = wanted_thread
-      and (caller in (t.user_a_supabase_id, t.user_b_supabase_id)
-        or (t.guest_supabase_id = caller and t.guest_ended_at is null and t.guest_expires_at > now())))
-  then
+  -- Participants only, as chat_threads__select_participants says; a guest while active
+  -- (0007). One statement for both checks; the thread is judged first, so an outsider
+  -- learns nothing about message ids.
+  select exists (
+           select from public.chat_threads t
+           where t.thread_id = wanted_thread
+             and (caller in (t.user_a_supabase_id, t.user_b_supabase_id)
+               or (t.guest_supabase_id = caller and t.guest_ended_at is null and t.guest_expires_at > now()))),
+         exists (select from public.chat_messages m where m.id = _up_to_id and m.thread_id = wanted_thread)
+  into visible, is_message;
+  if not visible then
     raise exception using errcode = 'P0002', message = 'thread not found';
   end if;
-  if not exists (select from public.chat_messages m where m.id = _up_to_id and m.thread_id = wanted_thread) then
+  if not is_message then
     raise exception using errcode = '22023', message = '_up_to_id is not a message of this thread';
   end if;
 
