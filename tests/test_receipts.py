@@ -17,7 +17,7 @@ from dbtool.postgrest import Outcome
 from dbtool.world import Member
 from tests.conftest import WorldDb
 
-TYPES = {"_up_to_id": "bigint", "_limit": "int", "_before_activity_at": "timestamptz", "_ttl": "interval",
+TYPES = {"_up_to_id": "bigint", "_limit": "int", "_before_activity_at": "timestamptz", "_ttl": "interval", "_link_id": "uuid",
          "_max_guests": "int"}
 READ_ONLY = {"chat_inbox", "chat_history"}
 
@@ -403,3 +403,27 @@ def test_guest_threads_take_the_same_path(world_db: WorldDb) -> None:
         assert ok(postgrest.run(conn, guest, "select * from public.chat_receipts")) == []
         assert len(ok(postgrest.run(conn, w.alice.persona, "select * from public.chat_receipts where thread_id = %s",
                                     (thread,)))) == 2
+
+
+@pytest.mark.parametrize("how", ["expired", "link revoked"])
+def test_a_guest_whose_session_is_over_gets_thread_not_found(world_db: WorldDb, how: str) -> None:
+    w = world_db.world
+    guest, thread = _guest(world_db)
+    sent = ok(call(world_db, w.alice.persona, "insert_chat_message",
+                   {"_thread_id": thread, "_sender_mongo_id": w.alice.mongo_id, "_recipient_mongo_id": None,
+                    "_body": "welcome"}))
+    message = int(sent[0]["id"])
+    if how == "expired":
+        world_db.admin.execute("update public.chat_threads set guest_expires_at = now() - interval '1 second' "
+                               "where thread_id = %s", (thread,))
+    else:
+        link = world_db.admin.execute("select guest_link_id from public.chat_threads where thread_id = %s",
+                                      (thread,)).fetchone()
+        assert link is not None
+        ok(call(world_db, w.alice.persona, "revoke_chat_link", {"_link_id": str(link[0])}))
+    for function in MARKS:
+        assert_refused(world_db, guest, function, {"_thread_id": thread, "_up_to_id": message},
+                       "P0002", "thread not found")
+    assert ok(call(world_db, guest, "chat_inbox", {})) == []
+    row = {r["thread_id"]: r for r in ok(call(world_db, w.alice.persona, "chat_inbox", {}))}[thread]
+    assert (row["guest_status"], row["other_display_name"], row["last_message_id"]) == ("ended", "Dave guest", message)

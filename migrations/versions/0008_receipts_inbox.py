@@ -22,7 +22,9 @@ Why the shapes below (DBA notes, DESIGN §9):
   chat_messages (one UPDATE of the thread row per message, monotonic on (created_at, id),
   so concurrent sends in either order end on the newest). Per participant column an index
   (participant, activity_at, thread_id): the first page is a merge of at most three index
-  range scans that stops after _limit rows, whatever the user's thread count.
+  range scans that stops after _limit rows, whatever the user's thread count. They replace
+  0001's participant indexes (same leading column: membership lookups and the identity
+  foreign keys use them), so the update costs three index entries, not five.
 * Unread counts use a new index (thread_id, id) including sender_supabase_id: the count of
   the other party's messages after a cursor is an index-only range scan over exactly those
   messages (the history index would read the whole thread).
@@ -76,6 +78,11 @@ create index chat_threads_user_b_activity_idx on public.chat_threads (user_b_sup
   where user_b_supabase_id is not null;
 create index chat_threads_guest_activity_idx on public.chat_threads (guest_supabase_id, activity_at, thread_id)
   where guest_supabase_id is not null;
+-- They lead with the participant columns, so they also serve the membership lookups of the
+-- policies and the cascades of the identity foreign keys: 0001's participant indexes go,
+-- and a message costs its thread row three index entries (primary key, a, b) instead of five.
+drop index public.chat_threads_user_a_supabase_id_idx;
+drop index public.chat_threads_user_b_supabase_id_idx;
 
 -- Unread counts: the other party's messages after a cursor, index-only.
 create index chat_messages_thread_id_id_idx on public.chat_messages (thread_id, id) include (sender_supabase_id);
@@ -400,6 +407,8 @@ drop trigger chat_messages__touch_thread on public.chat_messages;
 drop function chat_private.chat_thread_touch();
 drop table public.chat_receipts;
 drop index public.chat_messages_thread_id_id_idx;
+create index chat_threads_user_a_supabase_id_idx on public.chat_threads (user_a_supabase_id, user_a_mongo_id);
+create index chat_threads_user_b_supabase_id_idx on public.chat_threads (user_b_supabase_id, user_b_mongo_id);
 drop index public.chat_threads_guest_activity_idx;
 drop index public.chat_threads_user_b_activity_idx;
 drop index public.chat_threads_user_a_activity_idx;
