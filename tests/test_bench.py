@@ -18,7 +18,7 @@ FIGURES = {
     "insert_1_durable", "insert_2_durable", "insert_8_durable", "insert_1_fsync_off", "insert_2_fsync_off",
     "insert_8_fsync_off", "insert_2_bare", "join_read_400", "join_read_40", "join_read_flat", "join_write_flat",
     "reset", "reset_cli", "seed", "inbox_large", "inbox_small", "inbox_flat", "mark_read_2", "mark_read_2_bare",
-    "insert_0008_2", "insert_0008_8",
+    "insert_touch_2", "insert_touch_8", "insert_unread_index_2",
 }
 
 

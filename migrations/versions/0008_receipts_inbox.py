@@ -38,9 +38,10 @@ Why the shapes below (DBA notes, DESIGN §9):
 * Abuse limits (DESIGN §10: 120 cursor moves per minute per user) hook into
   chat_mark_receipt where a cursor is about to move (marked below); a call that moves
   nothing is free.
-* Adding a stored generated column rewrites chat_threads (ACCESS EXCLUSIVE for the
-  rewrite: about 10 ms per 10k threads) and the backfill reads every thread's newest
-  message through the history index; policy DDL comes last and is one CREATE POLICY.
+* Adding a stored generated column rewrites chat_threads under ACCESS EXCLUSIVE (one row
+  per conversation, a small table next to chat_messages) and the backfill reads every
+  thread's newest message through the history index; policy DDL comes last and is one
+  CREATE POLICY.
 """
 
 from __future__ import annotations
@@ -301,6 +302,7 @@ begin
        order by t.activity_at desc, t.thread_id desc limit _limit)
       order by activity_at desc, thread_id desc
       limit _limit)
+    -- kind, guest_display_name and the guest session's state are 0007's columns.
     select p.thread_id, p.kind,
            case when p.kind = 'guest' and p.user_a_supabase_id = caller then null
                 when p.user_a_supabase_id = caller then p.user_b_mongo_id
