@@ -59,10 +59,10 @@ where %(uid)s::uuid in (t.user_a_supabase_id, t.user_b_supabase_id);
 # index range scans and per-row lookups, with the caller's id inlined.
 INBOX_BY_HAND = """
 WITH page AS (
-  (SELECT t.* FROM public.chat_threads t WHERE t.user_a_supabase_id = :uid::uuid
+  (SELECT t.* FROM public.chat_threads t WHERE t.user_a_supabase_id = :uid::uuid AND t.user_a_mongo_id = :mongo
    ORDER BY t.activity_at DESC, t.thread_id DESC LIMIT 30)
   UNION ALL
-  (SELECT t.* FROM public.chat_threads t WHERE t.user_b_supabase_id = :uid::uuid
+  (SELECT t.* FROM public.chat_threads t WHERE t.user_b_supabase_id = :uid::uuid AND t.user_b_mongo_id = :mongo
    ORDER BY t.activity_at DESC, t.thread_id DESC LIMIT 30)
   UNION ALL
   (SELECT t.* FROM public.chat_threads t WHERE t.guest_supabase_id = :uid::uuid AND t.guest_ended_at IS NULL
@@ -120,13 +120,14 @@ def _inbox_users(data: Dataset) -> dict[int, str]:
 def inbox(data: Dataset, s: Settings) -> list[Figure]:
     users = _inbox_users(data)
     latency = {}
-    for threads, uid in users.items():
+    for n, (threads, uid) in enumerate(users.items()):
+        mongo = f"8{n:023x}"
         claims = f'{{"sub": "{uid}", "role": "authenticated", "aud": "authenticated"}}'
         latency[threads] = _paired_latency(
             data.db, s, INBOX_RPC, INBOX_HAND,
             lambda text: text.startswith(("SELECT * FROM public.chat_inbox", "WITH page AS")), data.members,
             {"role": "authenticated", "claims": claims, "uid": uid},
-            {"role": "postgres", "claims": claims, "uid": uid})
+            {"role": "postgres", "claims": claims, "uid": uid, "mongo": mongo})
     small, big = inbox_sizes(data)
     flat = statistics.median(latency[big].variant) / statistics.median(latency[small].variant)
     return [

@@ -21,10 +21,11 @@ Why the shapes below (DBA notes, DESIGN §9):
   column: the last message's time, else created_at), kept by an AFTER INSERT trigger on
   chat_messages (one UPDATE of the thread row per message, monotonic on (created_at, id),
   so concurrent sends in either order end on the newest). Per participant column an index
-  (participant, activity_at, thread_id): the first page is a merge of at most three index
-  range scans that stops after _limit rows, whatever the user's thread count. They replace
-  0001's participant indexes (same leading column: membership lookups and the identity
-  foreign keys use them), so the update costs three index entries, not five.
+  (participant's Supabase id, their Mongo id, activity_at, thread_id): the first page is a
+  merge of at most three index range scans that stops after _limit rows, whatever the
+  user's thread count. They replace 0001's participant indexes (same leading columns: the
+  membership lookups and the identity foreign keys use them), so the update costs three
+  index entries, not five.
 * Unread counts use a new index (thread_id, id) including sender_supabase_id: the count of
   the other party's messages after a cursor is an index-only range scan over exactly those
   messages (the history index would read the whole thread).
@@ -74,14 +75,17 @@ where exists (select from public.chat_messages m where m.thread_id = t.thread_id
 
 -- The inbox: per participant column, threads in activity order (first page = a merge of
 -- these range scans, stopping after _limit rows).
-create index chat_threads_user_a_activity_idx on public.chat_threads (user_a_supabase_id, activity_at, thread_id);
-create index chat_threads_user_b_activity_idx on public.chat_threads (user_b_supabase_id, activity_at, thread_id)
+create index chat_threads_user_a_activity_idx
+  on public.chat_threads (user_a_supabase_id, user_a_mongo_id, activity_at, thread_id);
+create index chat_threads_user_b_activity_idx
+  on public.chat_threads (user_b_supabase_id, user_b_mongo_id, activity_at, thread_id)
   where user_b_supabase_id is not null;
 create index chat_threads_guest_activity_idx on public.chat_threads (guest_supabase_id, activity_at, thread_id)
   where guest_supabase_id is not null;
--- They lead with the participant columns, so they also serve the membership lookups of the
--- policies and the cascades of the identity foreign keys: 0001's participant indexes go,
--- and a message costs its thread row three index entries (primary key, a, b) instead of five.
+-- They lead with the identity foreign keys' columns (a user's Mongo id is fixed, so their
+-- threads stay in activity order under it): they serve the policies' membership lookups and
+-- the foreign keys' cascades, 0001's participant indexes go, and a message costs its thread
+-- row three index entries (primary key, a, b) instead of five.
 drop index public.chat_threads_user_a_supabase_id_idx;
 drop index public.chat_threads_user_b_supabase_id_idx;
 
@@ -263,6 +267,9 @@ as $$
 #variable_conflict use_column
 declare
   caller uuid := auth.uid();
+  -- The caller's Mongo id (null for an anonymous guest): with it the per-participant
+  -- indexes return the threads already in activity order.
+  caller_mongo text := (select i.mongo_id from public.chat_identities i where i.supabase_user_id = auth.uid());
   -- No cursor: a bound above every row ((activity_at, thread_id) < (infinity, '') holds for all).
   bound_at timestamp with time zone := coalesce(_before_activity_at, 'infinity');
   bound_id text := coalesce(_before_thread_id, '');
@@ -288,11 +295,13 @@ begin
   return query
     with page as (
       (select t.* from public.chat_threads t
-       where t.user_a_supabase_id = caller and (t.activity_at, t.thread_id) < (bound_at, bound_id)
+       where t.user_a_supabase_id = caller and t.user_a_mongo_id = caller_mongo
+         and (t.activity_at, t.thread_id) < (bound_at, bound_id)
        order by t.activity_at desc, t.thread_id desc limit _limit)
       union all
       (select t.* from public.chat_threads t
-       where t.user_b_supabase_id = caller and (t.activity_at, t.thread_id) < (bound_at, bound_id)
+       where t.user_b_supabase_id = caller and t.user_b_mongo_id = caller_mongo
+         and (t.activity_at, t.thread_id) < (bound_at, bound_id)
        order by t.activity_at desc, t.thread_id desc limit _limit)
       union all
       -- A guest sees their thread while the session is active (0007).
