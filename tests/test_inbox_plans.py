@@ -154,15 +154,14 @@ def test_inbox_reads_a_page_not_every_thread(loaded: tuple[ChatDatabase, worlds.
         assert shape["returned"] == 30
         assert set(shape["thread_nodes"]) <= {"Index Scan", "Index Only Scan"}, shape["thread_nodes"]
         assert shape["thread_indexes"] <= ACTIVITY_INDEXES, shape["thread_indexes"]
-        # each participant column stops after the page: at most _limit rows from each range scan
-        assert shape["threads_read"] <= 3 * 30, (name, shape["threads_read"])
+        # the merge stops after the page: 30 rows plus at most one look-ahead per participant
+        # column, at 100 threads as at 1,000 (flat)
+        assert 30 <= shape["threads_read"] <= 30 + 3, (name, shape["threads_read"])
         # per-row lookups run once per page row, not once per thread of the user
         assert shape["messages_loops"] <= 30, (name, shape["messages_loops"])
         assert shape["sorted_rows"] <= 3 * 30
         assert "Seq Scan" not in shape["nodes"]
         assert plans.shape(shape["plan"]).uid_per_row == []
-    # flat: 10x the threads, the same rows read
-    assert shapes["alice"]["threads_read"] == shapes["erin"]["threads_read"]
 
 
 def test_the_inbox_data_match_the_threads(loaded: tuple[ChatDatabase, worlds.World]) -> None:
