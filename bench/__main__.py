@@ -19,12 +19,13 @@ from typing import Any
 
 import click
 
-from bench import figures
+from bench import figures, receipts
 from bench.harness import embedded_server, prepare
 from dbtool import __version__
 from dbtool.render import markdown
 
-STEPS = ("history", "member-reads", "estimates", "inserts", "limits", "realtime-checks", "guests", "reset")
+STEPS = ("history", "member-reads", "estimates", "inserts", "limits", "realtime-checks", "guests", "inbox",
+         "receipts", "receipts-send-cost", "reset")
 
 
 def progress(message: str) -> None:
@@ -96,6 +97,9 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
             "limits": lambda: figures.limits(large, settings),
             "realtime-checks": lambda: figures.realtime_checks(small, large, settings) if small else [],
             "guests": lambda: figures.guests(large, settings),
+            "inbox": lambda: receipts.inbox(large, settings),
+            "receipts": lambda: receipts.marks(large, settings),
+            "receipts-send-cost": lambda: receipts.send_cost(large, settings, figures.RPC_INSERT),
             "reset": lambda: figures.reset_vs_create(server, settings, progress),
         }
         for name in chosen:

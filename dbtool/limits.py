@@ -21,6 +21,7 @@ THREADS = "threads_per_user"
 GUEST_MESSAGES = "messages_per_guest_session"
 LINKS = "links_per_host"
 REDEMPTIONS = "redemptions_per_caller"
+RECEIPTS = "receipts_per_user"
 
 
 @dataclass(frozen=True)

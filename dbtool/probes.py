@@ -218,6 +218,16 @@ GUEST_TABLE_PROBES = [
         "POST", "insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
         "body) values (%s, null, null, %s, 'hello')",
         lambda w, c: (w.guests.ended_thread, _sub(w, c)))),
+    Probe("chat_receipts", "select", "table", _sql("GET", "select * from public.chat_receipts", _no_params)),
+    Probe("chat_receipts", "insert own cursor", "table", _sql(
+        "POST", "insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to) "
+        "values (%s, %s, %s, %s)",
+        lambda w, c: (w.thread_ab, c.actor.uid, w.messages["ab"][2], w.messages["ab"][2]))),
+    Probe("chat_receipts", "update", "table", _sql(
+        "PATCH", "update public.chat_receipts set read_up_to = delivered_up_to where thread_id = %s",
+        lambda w, c: (w.thread_ab,))),
+    Probe("chat_receipts", "delete", "table", _sql(
+        "DELETE", "delete from public.chat_receipts where thread_id = %s", lambda w, c: (w.thread_ab,))),
 ]
 
 
@@ -244,6 +254,16 @@ RPC_PROBES = [
     Probe("insert_chat_message()", "call (thread ab, self -> other)", "rpc", _send_ab),
     Probe("chat_history()", "call (thread ab)", "rpc", _rpc(
         "chat_history", lambda w, c: {"_thread_id": w.thread_ab}, {}, volatile=False)),
+    Probe("mark_chat_delivered()", "call (thread ab, its last message)", "rpc", _rpc(
+        "mark_chat_delivered", lambda w, c: {"_thread_id": w.thread_ab, "_up_to_id": w.messages["ab"][2]},
+        {"_up_to_id": "bigint"}, volatile=True)),
+    Probe("mark_chat_read()", "call (thread ab, its second message)", "rpc", _rpc(
+        "mark_chat_read", lambda w, c: {"_thread_id": w.thread_ab, "_up_to_id": w.messages["ab"][1]},
+        {"_up_to_id": "bigint"}, volatile=True)),
+    Probe("mark_chat_read()", "call (thread ab, a message of cd)", "rpc", _rpc(
+        "mark_chat_read", lambda w, c: {"_thread_id": w.thread_ab, "_up_to_id": w.messages["cd"][0]},
+        {"_up_to_id": "bigint"}, volatile=True)),
+    Probe("chat_inbox()", "call", "rpc", _rpc("chat_inbox", lambda w, c: {}, {}, volatile=False)),
 ]
 
 def _used_up(limit: str, run: Callable[..., Outcome]) -> Callable[..., Outcome]:

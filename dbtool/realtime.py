@@ -110,3 +110,15 @@ def write_check(
             except psycopg.errors.InsufficientPrivilege:
                 allowed[ext] = False
     return ChannelAccess(topic, allowed)
+
+
+def visible(conn: psycopg.Connection[Any], persona: Persona, topic: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of the rows `ids` of realtime.messages `persona` sees under the channel settings
+    the Realtime server sets for `topic` (the read check's view of existing rows); rolled back."""
+    try:
+        with _rolled_back(conn):
+            _set_user(conn, persona, topic)
+            rows = conn.execute("select id from realtime.messages where id = any(%s)", (list(ids),)).fetchall()
+            return {row[0] for row in rows}
+    except psycopg.errors.InsufficientPrivilege:
+        return set()

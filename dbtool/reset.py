@@ -110,7 +110,8 @@ OWNED_SEQUENCES = """
     order by 1
 """
 # Children before parents, so that deletes need no cascades.
-WIPE_ORDER = ("realtime.messages", "public.chat_messages", "public.chat_threads", "public.chat_links",
+WIPE_ORDER = ("realtime.messages", "public.chat_receipts", "public.chat_messages", "public.chat_threads",
+              "public.chat_links",
               "public.chat_identities", "auth.users")
 SMALL_BYTES = 8 * 1024 * 1024  # chat_messages below this: DELETE beats TRUNCATE (no new files)
 

@@ -6,7 +6,9 @@ migrations), all in one transaction: measured here, COPY into an indexed table r
 58k rows/s and into a bare one with indexes built afterwards at about 198k rows/s. The
 broadcast trigger is disabled during the load: load data is history, and realtime.messages
 is a short-lived queue (Realtime drops it after a few days), so broadcasting a million old
-messages would only fill it.
+messages would only fill it. The trigger that keeps each thread's last message is off too:
+the threads' last messages are set once, per thread, after the load, and so are the
+participants' receipts (realistic unread counts for the inbox).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ CONVERSATION = [
     (BOB, ALICE, "Saturday 10:00 works for me."),
     (ALICE, BOB, "Perfect, see you then 🙂"),
 ]
+BOB_READ_UP_TO = 2  # bob has read up to alice's second message (CONVERSATION[2])
 
 
 # Guest links of alice (DESIGN §8): one dave redeemed, one expired, one revoked. The active
@@ -148,6 +151,14 @@ def demo(conn: psycopg.Connection) -> DemoData:
                 [(DEMO_THREAD, s.mongo_id, r.mongo_id, s.uid, body, start + timedelta(minutes=n))
                  for n, (s, r, body) in enumerate(CONVERSATION)],
             )
+        # bob's client received and he read up to alice's second message: his inbox shows one
+        # unread, alice's ticks show "read" up to there.
+        cur.execute(
+            "insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to, delivered_at, "
+            "read_at) select thread_id, %s, id, id, created_at, created_at from public.chat_messages "
+            "where thread_id = %s order by created_at, id offset %s limit 1 on conflict do nothing",
+            (BOB.uid, DEMO_THREAD, BOB_READ_UP_TO),
+        )
         links = _demo_links(cur)
     return DemoData([*people, DAVE], DEMO_THREAD, len(CONVERSATION), CAROL.name, links)
 
@@ -248,6 +259,31 @@ def _detach(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
     return restore, [n for n, _, _ in constraints] + [n for n, _ in indexes]
 
 
+def _inbox_state(conn: psycopg.Connection, threads: list[str]) -> None:
+    """Each loaded thread's last message (what chat_messages__touch_thread keeps live), and
+    receipts: per participant, a hash of the thread picks how far they read (all, or the k
+    newest messages left unread, k < 12) and one in eight never opened the thread (no receipt:
+    everything from the other party is unread); delivered is the newest message."""
+    conn.execute(
+        """
+        update public.chat_threads t set (last_message_id, last_message_at) = (
+          select m.id, m.created_at from public.chat_messages m
+          where m.thread_id = t.thread_id order by m.created_at desc, m.id desc limit 1)
+        where t.thread_id = any(%(threads)s)
+        """, {"threads": threads})
+    conn.execute(
+        """
+        insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to, delivered_at, read_at)
+        select t.thread_id, p.uid, greatest(t.last_message_id, r.id), r.id, t.last_message_at, t.last_message_at
+        from public.chat_threads t
+        cross join lateral (values (t.user_a_supabase_id, abs(hashtext(t.thread_id || 'a'))),
+                                   (t.user_b_supabase_id, abs(hashtext(t.thread_id || 'b')))) p(uid, h)
+        cross join lateral (select m.id from public.chat_messages m where m.thread_id = t.thread_id
+                            order by m.id desc offset p.h %% 12 limit 1) r
+        where t.thread_id = any(%(threads)s) and p.h %% 8 <> 0
+        """, {"threads": threads})
+
+
 def load(
     conn: psycopg.Connection,
     *,
@@ -278,6 +314,7 @@ def load(
         conn.execute("set local maintenance_work_mem = '1GB'")
         conn.execute("set local max_parallel_maintenance_workers = 2")
         conn.execute("alter table public.chat_messages disable trigger chat_messages__broadcast")
+        conn.execute("alter table public.chat_messages disable trigger chat_messages__touch_thread")
         restore, _ = _detach(conn)
         first_id = conn.execute("select coalesce(max(id), 0) + 1 from public.chat_messages").fetchone()[0]  # type: ignore[index]
         with conn.cursor() as cur:
@@ -308,7 +345,10 @@ def load(
             conn.execute(statement.encode())
         conn.execute("select setval(pg_get_serial_sequence('public.chat_messages', 'id'), "
                      "greatest((select max(id) from public.chat_messages), 1))")
+        _inbox_state(conn, [p[0] for p in pairs])
+        conn.execute("alter table public.chat_messages enable trigger chat_messages__touch_thread")
         conn.execute("alter table public.chat_messages enable trigger chat_messages__broadcast")
     indexed = time.monotonic()
-    conn.execute("analyze public.chat_identities, public.chat_threads, public.chat_messages, auth.users")
+    conn.execute("analyze public.chat_identities, public.chat_threads, public.chat_messages, public.chat_receipts, "
+                 "auth.users")
     return LoadResult(users, threads, messages, seed, time.monotonic() - began, copied - began, indexed - copied)

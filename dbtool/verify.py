@@ -23,6 +23,7 @@ from dbtool.urls import conninfo, redact
 
 SUITE = Path(__file__).resolve().parent / "policy_suite"
 WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_links", "public.chat_messages",
+           "public.chat_receipts",
            "realtime.messages")
 
 

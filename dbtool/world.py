@@ -73,7 +73,9 @@ def thread_id(a: str, b: str) -> str:
 @dataclass(frozen=True)
 class World:
     """alice and bob share thread ab; carol and dave share cd; erin has an identity but no
-    thread; `unregistered_mongo_id` has no identity; `missing_thread` does not exist."""
+    thread; `unregistered_mongo_id` has no identity; `missing_thread` does not exist.
+    Receipts: bob received ab up to its second message and read its first; dave read cd's
+    first; alice and carol have none yet."""
 
     alice: Member
     bob: Member
@@ -217,7 +219,18 @@ def create(conn: psycopg.Connection[Any]) -> World:
     world.messages["ended"] = [insert_guest_message(conn, guests.ended_thread, enid.uid, None, "bye")]
     world.messages["permanent"] = [insert_guest_message(conn, guests.permanent_thread, paul.uid, None, "hi dave")]
     world.messages["other"] = [insert_guest_message(conn, guests.other_thread, otto.uid, None, "hi erin")]
+    insert_receipt(conn, world.thread_ab, bob, delivered=world.messages["ab"][1], read=world.messages["ab"][0])
+    insert_receipt(conn, world.thread_cd, dave, delivered=world.messages["cd"][0], read=world.messages["cd"][0])
     return world
+
+
+def insert_receipt(conn: psycopg.Connection[Any], tid: str, reader: Member, *, delivered: int, read: int) -> None:
+    """A participant's cursors, as mark_chat_delivered / mark_chat_read leave them."""
+    conn.execute(
+        "insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to, delivered_at, "
+        "read_at) values (%s, %s, %s, %s, now(), now())",
+        (tid, reader.uid, delivered, read),
+    )
 
 
 def add_custom_role(conn: psycopg.Connection[Any]) -> str:

@@ -24,7 +24,8 @@ class WorldDb:
 
     def counts(self) -> dict[str, int]:
         """Rows in every table a chat call could write to."""
-        tables = ("public.chat_identities", "public.chat_threads", "public.chat_messages", "realtime.messages")
+        tables = ("public.chat_identities", "public.chat_threads", "public.chat_messages", "public.chat_receipts",
+                  "realtime.messages")
         return {t: self.admin.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}  # type: ignore[index]
 
 

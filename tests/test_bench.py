@@ -19,6 +19,8 @@ FIGURES = {
     "insert_8_fsync_off", "insert_2_bare", "limits_2", "limits_8", "limits_2_client_id",
     "join_read_400", "join_read_40", "join_read_flat", "join_write_flat",
     "reset", "reset_cli", "seed", "guest_insert", "guest_join",
+    "inbox_large", "inbox_small", "inbox_flat", "mark_read_2", "mark_read_2_bare",
+    "insert_touch_2", "insert_touch_8", "insert_unread_index_2",
 }
 
 

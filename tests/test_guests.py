@@ -20,7 +20,7 @@ from dbtool.postgrest import Outcome
 from tests.conftest import WorldDb
 
 TYPES = {"_ttl": "interval", "_max_guests": "int", "_link_id": "uuid", "_client_id": "uuid",
-         "_before_created_at": "timestamptz", "_before_id": "bigint", "_limit": "int"}
+         "_before_created_at": "timestamptz", "_before_id": "bigint", "_limit": "int", "_up_to_id": "bigint"}
 READ_ONLY = {"chat_history", "list_chat_links"}
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 

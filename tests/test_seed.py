@@ -70,6 +70,51 @@ def test_demo_guest_links(chat_db: ChatDatabase) -> None:
     assert again.rows[0]["thread_id"] == seed.GUEST_THREAD and can_join
 
 
+def test_demo_receipts_show_in_both_inboxes(chat_db: ChatDatabase) -> None:
+    """bob has read up to alice's second message: one unread for him (her last), and alice's
+    ticks (bob's cursors) at that message; she has not read bob's two messages."""
+    with chat_db.connect(admin=True) as conn:
+        seed.demo(conn)
+        ids = [r[0] for r in conn.execute("select id from public.chat_messages where thread_id = %s "
+                                          "order by created_at, id", (seed.DEMO_THREAD,))]
+        rows = {p.name: postgrest.call(conn, personas.user(p.name, p.uid), "chat_inbox", {}, volatile=False).rows
+                for p in (seed.ALICE, seed.BOB, seed.CAROL)}
+    seen = {name: [(r["thread_id"], r["unread"], r["delivered_up_to"], r["read_up_to"], r["last_message_id"])
+                   for r in found] for name, found in rows.items()}
+    bob_read = ids[seed.BOB_READ_UP_TO]
+    assert seed.CONVERSATION[seed.BOB_READ_UP_TO][0] is seed.ALICE
+    assert seen == {"alice": [(seed.DEMO_THREAD, 2, bob_read, bob_read, ids[-1])],
+                    "bob": [(seed.DEMO_THREAD, 1, 0, 0, ids[-1])], "carol": []}
+
+
+def test_load_gives_threads_their_last_message_and_realistic_receipts(chat_db: ChatDatabase) -> None:
+    with chat_db.connect(admin=True) as conn:
+        seed.load(conn, users=60, threads=200, messages=20_000, seed=3)
+        stale = conn.execute(
+            "select count(*) from public.chat_threads t left join lateral (select m.id, m.created_at "
+            "from public.chat_messages m where m.thread_id = t.thread_id order by m.created_at desc, m.id desc limit 1) m "
+            "on true where (t.last_message_id, t.last_message_at) is distinct from (m.id, m.created_at)").fetchone()
+        unread = [r[0] for r in conn.execute(
+            """
+            select count(m.id) from public.chat_threads t
+            cross join lateral (values (t.user_a_supabase_id), (t.user_b_supabase_id)) p(uid)
+            left join public.chat_receipts r on r.thread_id = t.thread_id and r.supabase_user_id = p.uid
+            left join public.chat_messages m on m.thread_id = t.thread_id and m.id > coalesce(r.read_up_to, 0)
+                                             and m.sender_supabase_id <> p.uid
+            group by t.thread_id, p.uid
+            """)]
+        bad = conn.execute("select count(*) from public.chat_receipts r where not exists ("
+                           "select from public.chat_messages m where m.id = r.read_up_to and m.thread_id = r.thread_id)"
+                           ).fetchone()
+    assert stale == (0,)
+    assert bad == (0,)  # every read cursor is a message of its thread
+    assert len(unread) == 400
+    # most participants have a few unread, some none, some never opened the thread (all unread)
+    assert sum(1 for n in unread if n == 0) > 20
+    assert sum(1 for n in unread if 0 < n < 12) > 150
+    assert sum(1 for n in unread if n >= 12) > 20
+
+
 def test_load_is_deterministic_and_restores_the_schema(chat_db: ChatDatabase) -> None:
     progress: list[tuple[int, int]] = []
     with chat_db.connect(admin=True) as conn:

@@ -109,6 +109,25 @@ def signed_in(anon: Expect, no_sub: Expect, everyone: Expect, service: Expect, *
                        service, **by_key)
 
 
+def cursors(expected: Callable[[World], list[tuple[str, int, int]]]) -> Expect:
+    """A receipt RPC's answer: (thread_id, delivered_up_to, read_up_to)."""
+    return Expect(True, rows=lambda w, got: [(r["thread_id"], r["delivered_up_to"], r["read_up_to"]) for r in got.rows],
+                  expected=expected)
+
+
+def inbox_in_any_order(expected: Callable[[World], list[tuple[str, int, int, int]]]) -> Expect:
+    """chat_inbox rows as a set, where threads tie on activity (a world is made in one
+    transaction: its messages share one timestamp)."""
+    return Expect(True, rows=lambda w, got: sorted((r["thread_id"], r["unread"], r["delivered_up_to"], r["read_up_to"])
+                                                   for r in got.rows), expected=lambda w: sorted(expected(w)))
+
+
+def inbox(expected: Callable[[World], list[tuple[str, int, int, int]]]) -> Expect:
+    """chat_inbox rows: (thread_id, unread, the other party's delivered_up_to and read_up_to)."""
+    return Expect(True, rows=lambda w, got: [(r["thread_id"], r["unread"], r["delivered_up_to"], r["read_up_to"])
+                                             for r in got.rows], expected=expected)
+
+
 T, F, M = "table", "function", None  # readability of the table below
 
 NONE = exactly("id", lambda w: set())
@@ -274,6 +293,41 @@ EXPECT: dict[str, dict[str, Expect]] = {
     "chat_history() call (closed thread)": signed_in(
         no_privilege(F, "chat_history"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
         host=history("ended")),
+    "chat_receipts select": per_persona(
+        no_privilege(T, "chat_receipts"), exactly("supabase_user_id", lambda w: set()),
+        exactly("supabase_user_id", lambda w: {w.dave.uid}), exactly("supabase_user_id", lambda w: {w.bob.uid}),
+        exactly("supabase_user_id", lambda w: {w.bob.uid}), some_rows(),
+        guests=exactly("supabase_user_id", lambda w: set()), host=exactly("supabase_user_id", lambda w: {w.dave.uid})),
+    "chat_receipts insert own cursor": users(no_privilege(T, "chat_receipts"), affected(1)),
+    "chat_receipts update": users(no_privilege(T, "chat_receipts"), affected(1)),
+    "chat_receipts delete": users(no_privilege(T, "chat_receipts"), affected(1)),
+    "mark_chat_delivered() call (thread ab, its last message)": per_persona(
+        no_privilege(F, "mark_chat_delivered"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][2], 0)]),
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][2], w.messages["ab"][0])]), NOT_AUTHENTICATED,
+        guests=THREAD_NOT_FOUND),
+    "mark_chat_read() call (thread ab, its second message)": per_persona(
+        no_privilege(F, "mark_chat_read"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][1], w.messages["ab"][1])]),
+        cursors(lambda w: [(w.thread_ab, w.messages["ab"][1], w.messages["ab"][1])]), NOT_AUTHENTICATED,
+        guests=THREAD_NOT_FOUND),
+    "mark_chat_read() call (thread ab, a message of cd)": per_persona(
+        no_privilege(F, "mark_chat_read"), NOT_AUTHENTICATED, THREAD_NOT_FOUND,
+        denied("22023", "_up_to_id is not a message of this thread"),
+        denied("22023", "_up_to_id is not a message of this thread"), NOT_AUTHENTICATED, guests=THREAD_NOT_FOUND),
+    # (thread, unread, the other party's delivered and read cursors) of each inbox row
+    "chat_inbox() call": per_persona(
+        no_privilege(F, "chat_inbox"), NOT_AUTHENTICATED,
+        inbox(lambda w: [(w.thread_cd, 1, w.messages["cd"][0], w.messages["cd"][0])]),
+        inbox(lambda w: [(w.thread_ab, 1, w.messages["ab"][1], w.messages["ab"][0])]),
+        inbox(lambda w: [(w.thread_ab, 1, 0, 0)]), NOT_AUTHENTICATED,
+        # the host: their direct thread with carol and the guest threads they keep (ended included)
+        host=inbox_in_any_order(lambda w: [(w.thread_cd, 0, 0, 0), (w.guests.active_thread, 1, 0, 0),
+                                           (w.guests.ended_thread, 1, 0, 0), (w.guests.permanent_thread, 1, 0, 0)]),
+        guest=inbox(lambda w: [(w.guests.active_thread, 1, 0, 0)]),
+        other_guest=inbox(lambda w: [(w.guests.other_thread, 0, 0, 0)]),
+        ended_guest=inbox(lambda w: []), anonymous=inbox(lambda w: []),
+        permanent_guest=inbox(lambda w: [(w.guests.permanent_thread, 0, 0, 0)])),
 }
 
 

@@ -1,5 +1,6 @@
-"""The abuse limits of guest links (DESIGN §10), each exact at its edge: messages per guest
-session, link creation per host (and active links), redemptions per caller."""
+"""The abuse limits of guest links and receipts (DESIGN §10), each exact at its edge:
+messages per guest session, link creation per host (and active links), redemptions per
+caller, cursor moves per user."""
 
 from __future__ import annotations
 
@@ -89,3 +90,25 @@ def test_redemptions_per_caller_count_only_successes(world_db: WorldDb) -> None:
     assert redeem(world_db, guest.persona, tokens[0]).ok
     refused(world_db, guest.persona, "redeem_chat_link", {"_token": tokens[burst]}, "PT429",
             "rate limit exceeded: redemptions_per_caller")
+
+
+def test_receipts_count_only_cursor_moves(world_db: WorldDb) -> None:
+    w = world_db.world
+    limits.configure(world_db.admin, limits.RECEIPTS, burst=3)
+    ab = w.messages["ab"]  # alice has no receipt in thread ab yet
+
+    def mark(function: str, up_to: int) -> Any:
+        with world_db.db.connect() as conn:
+            return postgrest.call(conn, w.alice.persona, function, {"_thread_id": w.thread_ab, "_up_to_id": up_to},
+                                  types={"_up_to_id": "bigint"}, commit=True)
+
+    for up_to in ab:  # three moves: the burst
+        assert mark("mark_chat_delivered", up_to).ok
+    assert mark("mark_chat_delivered", ab[0]).ok  # moves nothing: free
+    got = refused(world_db, w.alice.persona, "mark_chat_read", {"_thread_id": w.thread_ab, "_up_to_id": ab[0]},
+                  "PT429", "rate limit exceeded: receipts_per_user")
+    assert got.hint and got.hint.startswith("retry after ")
+    cursor = world_db.admin.execute(
+        "select delivered_up_to, read_up_to from public.chat_receipts where thread_id = %s and supabase_user_id = %s",
+        (w.thread_ab, w.alice.uid)).fetchone()
+    assert cursor == (ab[2], 0)

@@ -1,0 +1,182 @@
+"""The inbox's plan shape (deterministic, not timings) under custom and generic plans.
+
+chat_inbox must be flat in the number of threads a user has: the first page reads at most
+_limit thread rows per participant column (index range scans in activity order, no sort of
+all the user's threads), then per page row one lookup of the last message, the cursors and
+an unread count bounded by the unread messages. Proven from the executed plans (auto_explain
+with row counts) for a user in 100 threads and one in 1,000: the same rows read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dbtool import plans, postgrest
+from dbtool import world as worlds
+from dbtool.personas import Persona
+from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+
+ACTIVITY_INDEXES = {"chat_threads_user_a_activity_idx", "chat_threads_user_b_activity_idx",
+                    "chat_threads_guest_activity_idx"}
+SIZES = {"alice": 100, "erin": 1000}
+
+
+@pytest.fixture(scope="module")
+def loaded(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase) -> Iterator[tuple[ChatDatabase, worlds.World]]:
+    """alice in 100 threads, erin in 1,000; half as user a, half as user b; 5 messages each,
+    and receipts that leave some unread."""
+    with clone(chat_db_server, chat_db_template, "chat_db_inbox_plans") as db, db.connect(admin=True) as conn:
+        with conn.transaction():
+            world = worlds.create(conn)
+            conn.execute("set local session_replication_role = replica")  # bulk data: no broadcasts, no triggers
+            for name, count in SIZES.items():
+                owner = getattr(world, name)
+                params = {"name": name, "count": count, "offset": 1_000_000 * (1 + list(SIZES).index(name)),
+                          "mongo": owner.mongo_id, "uid": owner.uid}
+                conn.execute(
+                    """
+                    insert into auth.users (id, email)
+                    select gen_random_uuid(), %(name)s || '-partner' || g || '@example.invalid'
+                    from generate_series(1, %(count)s) g
+                    """, params)
+                conn.execute(
+                    """
+                    insert into public.chat_identities (supabase_user_id, mongo_id)
+                    select u.id, case when n %% 2 = 0 then '0' else 'f' end
+                                 || lpad(to_hex(n + %(offset)s), 23, '0')
+                    from (select id, row_number() over (order by email) as n from auth.users
+                          where email like %(name)s || '-partner%%') u
+                    """, params)
+                conn.execute(
+                    """
+                    insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id,
+                                                     user_b_supabase_id, created_at)
+                    select least(i.mongo_id, %(mongo)s) || '_' || greatest(i.mongo_id, %(mongo)s),
+                           least(i.mongo_id, %(mongo)s),
+                           case when i.mongo_id < %(mongo)s then i.supabase_user_id else %(uid)s::uuid end,
+                           greatest(i.mongo_id, %(mongo)s),
+                           case when i.mongo_id < %(mongo)s then %(uid)s::uuid else i.supabase_user_id end,
+                           now() - interval '30 days'
+                    from public.chat_identities i join auth.users u on u.id = i.supabase_user_id
+                    where u.email like %(name)s || '-partner%%'
+                    """, params)
+            conn.execute(
+                """
+                insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id,
+                                                  body, created_at)
+                select t.thread_id, s.sm, s.rm, s.su, 'message ' || g, now() - make_interval(mins => g * 7 + h)
+                from (select t.*, abs(hashtext(t.thread_id)) % 5000 as h from public.chat_threads t) t
+                cross join generate_series(1, 5) g
+                cross join lateral (select case when g % 2 = 0 then t.user_a_mongo_id else t.user_b_mongo_id end sm,
+                                           case when g % 2 = 0 then t.user_b_mongo_id else t.user_a_mongo_id end rm,
+                                           case when g % 2 = 0 then t.user_a_supabase_id
+                                                else t.user_b_supabase_id end su) s;
+                update public.chat_threads t set (last_message_id, last_message_at) = (
+                  select m.id, m.created_at from public.chat_messages m where m.thread_id = t.thread_id
+                  order by m.created_at desc, m.id desc limit 1);
+                insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to)
+                select t.thread_id, p.uid, greatest(t.last_message_id, m.id), m.id
+                from public.chat_threads t
+                cross join lateral (values (t.user_a_supabase_id), (t.user_b_supabase_id)) p(uid)
+                cross join lateral (select id from public.chat_messages m where m.thread_id = t.thread_id
+                                    order by id offset 2 limit 1) m
+                on conflict do nothing;
+                """)
+        conn.execute("analyze public.chat_threads, public.chat_messages, public.chat_receipts, public.chat_identities")
+        conn.execute("vacuum public.chat_messages, public.chat_threads, public.chat_receipts")
+        yield db, world
+
+
+def inbox_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
+    """Executed plans (with row counts) of the statements chat_inbox runs inside."""
+    notices: list[str] = []
+    with db.connect(admin=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("load 'auto_explain'")
+        for name, value in (("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice"),
+                            ("log_format", "json"), ("log_analyze", "on"), ("log_timing", "off")):
+            conn.execute(f"set auto_explain.{name} = {value}")
+        for _ in range(7):  # past PL/pgSQL's five custom plans
+            with postgrest.request(conn, who, method="POST", read_only=True):
+                if generic:
+                    conn.execute("set local plan_cache_mode = force_generic_plan")
+                notices.clear()
+                conn.execute("select * from public.chat_inbox(_limit := 30, _before_activity_at := %s, "
+                              "_before_thread_id := %s)", (args.get("_before_activity_at"), args.get("_before_thread_id")))
+    found = [json.loads(n.split("plan:", 1)[1]) for n in notices if "plan:" in n]
+    return [p for p in found if "chat_threads" in json.dumps(p) and "chat_messages" in json.dumps(p)]
+
+
+def relation_scans(plan: dict[str, Any], relation: str) -> list[dict[str, Any]]:
+    return [n for n, _ in plans.walk(plan["Plan"]) if n.get("Relation Name") == relation]
+
+
+def rows_read(nodes: list[dict[str, Any]]) -> int:
+    return sum(int(n.get("Actual Rows", 0)) * int(n.get("Actual Loops", 1)) for n in nodes)
+
+
+def page_shape(db: ChatDatabase, world: worlds.World, name: str, generic: bool, paged: bool) -> dict[str, Any]:
+    who = getattr(world, name).persona
+    args: dict[str, Any] = {}
+    if paged:
+        with db.connect() as conn:
+            first = postgrest.call(conn, who, "chat_inbox", {"_limit": 30}, volatile=False, types={"_limit": "int"})
+        assert first.ok and len(first.rows) == 30
+        args = {"_before_activity_at": first.rows[-1]["activity_at"], "_before_thread_id": first.rows[-1]["thread_id"]}
+    found = inbox_plans(db, who, args, generic)
+    assert len(found) == 1, f"expected the inbox query among the nested plans, got {len(found)}"
+    plan = found[0]
+    threads = relation_scans(plan, "chat_threads")
+    return {
+        "plan": plan,
+        "thread_nodes": [n["Node Type"] for n in threads],
+        "thread_indexes": {n.get("Index Name") for n in threads},
+        "threads_read": rows_read(threads),
+        "messages_loops": max(int(n.get("Actual Loops", 1)) for n in relation_scans(plan, "chat_messages")),
+        "sorted_rows": max([int(n.get("Actual Rows", 0)) for n, _ in plans.walk(plan["Plan"])
+                            if n["Node Type"] == "Sort"], default=0),
+        "nodes": plans.shape(plan).node_types,
+        "returned": int(plan["Plan"].get("Actual Rows", 0)),
+    }
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("paged", [False, True], ids=["first page", "next page"])
+def test_inbox_reads_a_page_not_every_thread(loaded: tuple[ChatDatabase, worlds.World], generic: bool,
+                                             paged: bool) -> None:
+    db, world = loaded
+    shapes = {name: page_shape(db, world, name, generic, paged) for name in SIZES}
+    for name, shape in shapes.items():
+        assert shape["returned"] == 30
+        assert set(shape["thread_nodes"]) <= {"Index Scan", "Index Only Scan"}, shape["thread_nodes"]
+        assert shape["thread_indexes"] <= ACTIVITY_INDEXES, shape["thread_indexes"]
+        # the merge stops after the page: 30 rows plus at most one look-ahead per participant
+        # column, at 100 threads as at 1,000 (flat)
+        assert 30 <= shape["threads_read"] <= 30 + 3, (name, shape["threads_read"])
+        # per-row lookups run once per page row, not once per thread of the user
+        assert shape["messages_loops"] <= 30, (name, shape["messages_loops"])
+        assert shape["sorted_rows"] <= 3 * 30
+        assert "Seq Scan" not in shape["nodes"]
+        assert plans.shape(shape["plan"]).uid_per_row == []
+
+
+def test_the_inbox_data_match_the_threads(loaded: tuple[ChatDatabase, worlds.World]) -> None:
+    """The loaded data behave: erin's pages cover her 1,000 threads exactly once."""
+    db, world = loaded
+    seen: list[str] = []
+    args: dict[str, Any] = {"_limit": 100}
+    types = {"_limit": "int", "_before_activity_at": "timestamptz"}
+    with db.connect() as conn:
+        while True:
+            page = postgrest.call(conn, world.erin.persona, "chat_inbox", args, volatile=False, types=types)
+            assert page.ok, page.describe()
+            if not page.rows:
+                break
+            seen += [r["thread_id"] for r in page.rows]
+            args = {"_limit": 100, "_before_activity_at": page.rows[-1]["activity_at"],
+                    "_before_thread_id": page.rows[-1]["thread_id"]}
+    assert len(seen) == len(set(seen)) == SIZES["erin"]
