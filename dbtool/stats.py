@@ -80,6 +80,18 @@ POLICIES = """
     order by 2, 3
 """
 
+# Triggers whose WHEN clause reads a column (ALTER COLUMN TYPE refuses them): dropped and recreated.
+TRIGGERS = """
+    select distinct t.oid, t.tgrelid::pg_catalog.regclass::text as "table", pg_catalog.quote_ident(t.tgname) as name,
+           pg_catalog.pg_get_triggerdef(t.oid) as definition,
+           pg_catalog.obj_description(t.oid, 'pg_trigger') as comment
+    from pg_catalog.pg_depend d join pg_catalog.pg_trigger t on t.oid = d.objid
+    where d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass and not t.tgisinternal
+      and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      and (d.refobjid, d.refobjsubid) in (select * from unnest(%(relids)s::oid[], %(attnums)s::int2[]))
+    order by 2, 3
+"""
+
 CHECKS = """
     select k.conrelid::pg_catalog.regclass::text as "table", pg_catalog.quote_ident(k.conname) as name,
            pg_catalog.pg_get_constraintdef(k.oid) as definition, k.convalidated as validated,
@@ -325,6 +337,7 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
         columns = _rows(conn, STALE, {"tables": TABLES})
         keys = {"relids": [c["attrelid"] for c in columns], "attnums": [c["attnum"] for c in columns]}
         policies = _rows(conn, POLICIES, keys) if columns else []
+        triggers = _rows(conn, TRIGGERS, keys) if columns else []
         checks = _rows(conn, CHECKS, keys) if columns else []
         partial = _rows(conn, PARTIAL_INDEXES, {**keys, "suffix": STAND_IN}) if columns else []
         unvalidated = _rows(conn, UNVALIDATED, {"tables": TABLES})
@@ -332,6 +345,7 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
                  for i in partial if _only_leaves_out_nulls(i)]
         unfinished = _unfinished(conn, {swap.stand_in for swap in swaps})
     statements = [f"drop policy {p['name']} on {p['table']}" for p in policies]
+    statements += [f"drop trigger {t['name']} on {t['table']}" for t in triggers]
     for table, items in _by_table(checks).items():
         statements.append(f"alter table {table} " + ", ".join(f"drop constraint {k['name']}" for k in items))
     statements += [f"drop index {swap.index}" for swap in swaps]
@@ -347,6 +361,10 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
                        for k in items if k["comment"] is not None]
     for p in policies:
         statements += _policy_sql(p)
+    for t in triggers:
+        statements.append(t["definition"])
+        if t["comment"] is not None:
+            statements.append(f"comment on trigger {t['name']} on {t['table']} is {_literal(t['comment'])}")
     validations = [Constraint(k["table"], k["name"]) for k in checks if k["validated"]]
     validations += [k for k in (Constraint(u["table"], u["name"]) for u in unvalidated) if k not in validations]
     return Plan(
