@@ -405,13 +405,16 @@ grant select on table public.chat_receipts to authenticated;
 grant select, insert, update, delete on table public.chat_receipts to service_role;
 
 -- Policies last (on hosted Supabase, policy DDL locks auth.users until commit).
--- The thread ids come from chat_threads under its own policy (participants; a guest while
--- active), computed once per statement.
+-- The caller's thread ids (participants; a guest while active), computed once per statement,
+-- in the same words as chat_messages__select_participants (0007).
 create policy chat_receipts__select_participants on public.chat_receipts
   for select to authenticated
-  using (thread_id = any (array(select t.thread_id from public.chat_threads t)));
+  using (thread_id = any (array(
+    select t.thread_id from public.chat_threads t
+    where (select auth.uid()) in (t.user_a_supabase_id, t.user_b_supabase_id)
+       or (t.guest_supabase_id = (select auth.uid()) and t.guest_ended_at is null and t.guest_expires_at > now()))));
 comment on policy chat_receipts__select_participants on public.chat_receipts is
-  'Participants may read the cursors of their threads (membership: chat_threads'' select policy)';
+  'Participants may read the cursors of their threads, a guest while active (thread ids computed once per statement)';
 """
 
 DOWNGRADE = r"""
