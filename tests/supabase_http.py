@@ -1,11 +1,12 @@
 """Supabase's HTTP API over a real local database, for the live driver's tests.
 
-Auth (admin users, password sign-in) writes and reads auth.users; PostgREST requests go
-through dbtool.postgrest, which reproduces what PostgREST runs; the OpenAPI description
-lists the database's own functions. Websockets to /realtime/v1 go to the Realtime emulation
-(tests/supabase_realtime.py) when one is given, else they are refused, as by a project whose
-Realtime is unreachable. Access tokens are
-unsigned JWTs carrying `sub` (nothing here checks signatures: the keys are only compared).
+Auth (admin users, password sign-in, anonymous sign-in) writes and reads auth.users;
+PostgREST requests go through dbtool.postgrest, which reproduces what PostgREST runs; the
+OpenAPI description lists the database's own functions. Websockets to /realtime/v1 go to the
+Realtime emulation (tests/supabase_realtime.py) when one is given, else they are refused, as
+by a project whose Realtime is unreachable. Access tokens are unsigned JWTs carrying the
+claims Supabase Auth puts in them (`sub`, `role`, `is_anonymous`, ...; nothing here checks
+signatures: the keys are only compared), and both servers act as the caller they name.
 """
 
 from __future__ import annotations
@@ -33,19 +34,37 @@ ANON_KEY = "anon." + "a" * 40
 SERVICE_KEY = "service." + "s" * 40
 
 
-def token(sub: str) -> str:
+def token(sub: str, email: str | None = None, anonymous: bool = False) -> str:
+    """An access token as Supabase Auth issues it to a signed-in (or anonymous) user."""
+
     def part(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'sub': sub, 'role': 'authenticated', 'exp': 2**31})}.x"
+    claims = personas.claims("authenticated", sub=sub, email=email or "", phone="", is_anonymous=anonymous,
+                             session_id=str(uuid.uuid4()), aal="aal1",
+                             amr=[{"method": "anonymous" if anonymous else "password", "timestamp": 0}])
+    claims["exp"] = 2**31
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.x"
 
 
-def subject(bearer: str) -> str | None:
+def claims_of(bearer: str) -> dict[str, Any] | None:
+    """The claims of an access token, or None for anything that is not a JWT with a `sub`."""
     try:
         payload = bearer.split(".")[1]
-        return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
-    except (IndexError, KeyError, ValueError):
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
         return None
+    return claims if isinstance(claims, dict) and claims.get("sub") else None
+
+
+def persona_of(bearer: str | None) -> Persona:
+    """Who a request acts as: the service_role key, a user's token (its own claims), else anon."""
+    if bearer == SERVICE_KEY:
+        return personas.service()
+    claims = claims_of(bearer) if bearer else None
+    if claims is None:
+        return personas.anon()
+    return Persona("caller", str(claims.get("role") or "authenticated"), claims)
 
 
 @dataclass
@@ -60,10 +79,17 @@ class Api:
     hold_create: str | None = None  # a label whose creation answers only when `release` is set
     release: threading.Event = field(default_factory=threading.Event)
     realtime_port: int | None = None  # the Realtime emulation; None: no Realtime server
+    anonymous_sign_ins: bool = True  # Authentication > Sign In / Providers > Allow anonymous sign-ins
 
-    def user_json(self, uid: str, email: str | None, meta: dict[str, Any]) -> dict[str, Any]:
-        return {"id": uid, "email": email, "aud": "authenticated", "role": "authenticated", "app_metadata": {},
-                "user_metadata": meta, "created_at": "2026-12-01T00:00:00Z", "is_anonymous": email is None}
+    def user_json(self, uid: str, email: str | None, meta: dict[str, Any], anonymous: bool = False) -> dict[str, Any]:
+        return {"id": uid, "email": email or "", "aud": "authenticated", "role": "authenticated",
+                "app_metadata": {"provider": "anonymous" if anonymous else "email",
+                                 "providers": [] if anonymous else ["email"]},
+                "user_metadata": meta, "created_at": "2026-12-01T00:00:00Z", "is_anonymous": anonymous}
+
+    def session_json(self, uid: str, email: str | None, meta: dict[str, Any], anonymous: bool) -> dict[str, Any]:
+        return {"access_token": token(uid, email, anonymous), "refresh_token": "r", "expires_in": 3600,
+                "expires_at": 2**31, "token_type": "bearer", "user": self.user_json(uid, email, meta, anonymous)}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -86,11 +112,7 @@ class Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(length) or b"null")
 
     def persona(self) -> Persona:
-        bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
-        if bearer == SERVICE_KEY:
-            return personas.service()
-        sub = subject(bearer)
-        return personas.user("caller", sub) if sub else personas.anon()
+        return persona_of((self.headers.get("Authorization") or "").removeprefix("Bearer "))
 
     def route(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -117,13 +139,14 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/auth/v1/admin/users" and method == "POST" and admin_call:
             return self.create_user(self.body(), admin)
         if path == "/auth/v1/admin/users" and method == "GET" and admin_call:
-            rows = admin.execute("select id::text, email, raw_user_meta_data from auth.users").fetchall()
+            rows = admin.execute("select id::text, email, raw_user_meta_data, is_anonymous from auth.users "
+                                 "order by created_at, id").fetchall()
             return self.reply(200, {"users": [self.api.user_json(*r) for r in rows], "aud": "authenticated"})
         if path.startswith("/auth/v1/admin/users/") and method == "DELETE" and admin_call:
             admin.execute("delete from auth.users where id = %s", (path.rsplit("/", 1)[1],))
             return self.reply(200, {})
-        if path == "/auth/v1/signup" and method == "POST":  # anonymous sign-in: off, as on a default project
-            return self.reply(422, {"code": "anonymous_provider_disabled", "message": "Anonymous sign-ins are disabled"})
+        if path == "/auth/v1/signup" and method == "POST":
+            return self.sign_up(self.body() or {}, admin)
         if path == "/auth/v1/token" and query == "grant_type=password" and method == "POST":
             return self.sign_in(self.body(), admin)
         return self.reply(404, {"message": f"no route {method} {path}"})
@@ -131,8 +154,8 @@ class Handler(BaseHTTPRequestHandler):
     def create_user(self, attributes: dict[str, Any], admin: psycopg.Connection[Any]) -> None:
         uid = str(uuid.uuid4())
         meta = attributes.get("user_metadata") or {}
-        admin.execute("insert into auth.users (id, email, aud, role, raw_user_meta_data) "
-                      "values (%s, %s, 'authenticated', 'authenticated', %s)",
+        admin.execute("insert into auth.users (id, email, aud, role, raw_user_meta_data, created_at, updated_at) "
+                      "values (%s, %s, 'authenticated', 'authenticated', %s, now(), now())",
                       (uid, attributes["email"], json.dumps(meta)))
         self.api.passwords[attributes["email"]] = attributes["password"]
         if meta.get("label") == self.api.hold_create:
@@ -145,8 +168,25 @@ class Handler(BaseHTTPRequestHandler):
         row = admin.execute("select id::text, email, raw_user_meta_data from auth.users where email = %s",
                             (credentials["email"],)).fetchone()
         assert row is not None
-        return self.reply(200, {"access_token": token(row[0]), "refresh_token": "r", "expires_in": 3600,
-                                "expires_at": 2**31, "token_type": "bearer", "user": self.api.user_json(*row)})
+        return self.reply(200, self.api.session_json(*row, anonymous=False))
+
+    def sign_up(self, body: dict[str, Any], admin: psycopg.Connection[Any]) -> None:
+        """POST /auth/v1/signup. Without an email or a phone it is signInAnonymously(): a new
+        auth.users row with is_anonymous, no email, the `data` as user metadata, and a session
+        whose token says `is_anonymous: true` (role authenticated), as Supabase Auth answers."""
+        if body.get("email") or body.get("phone"):
+            return self.reply(501, {"message": "only anonymous sign-ups are emulated here"})
+        if not self.api.anonymous_sign_ins:  # the project setting is off (the default of a new project)
+            return self.reply(422, {"code": "anonymous_provider_disabled", "message": "Anonymous sign-ins are disabled"})
+        uid = str(uuid.uuid4())
+        meta = body.get("data") or {}
+        admin.execute("insert into auth.users (id, email, aud, role, is_anonymous, raw_app_meta_data, "
+                      "raw_user_meta_data, created_at, updated_at, last_sign_in_at) "
+                      "values (%s, null, 'authenticated', 'authenticated', true, %s, %s, now(), now(), now())",
+                      (uid, json.dumps({"provider": "anonymous", "providers": []}), json.dumps(meta)))
+        if meta.get("label") == self.api.hold_create:
+            self.api.release.wait(60)  # created, but the answer comes too late for the client
+        return self.reply(200, self.api.session_json(uid, None, meta, anonymous=True))
 
     def rpc(self, function: str, args: dict[str, Any], conn: psycopg.Connection[Any],
             admin: psycopg.Connection[Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from websockets.asyncio.server import ServerConnection, serve
 
-from dbtool import personas, realtime
+from dbtool import realtime
 from dbtool.personas import Persona
 
 PREFIX = "realtime:"
@@ -99,11 +99,9 @@ class RealtimeServer:
 
     async def join(self, ws: ServerConnection, msg: dict[str, Any]) -> None:
         config = msg["payload"].get("config", {})
-        token = msg["payload"].get("access_token")
-        from tests.supabase_http import subject  # the tokens the HTTP API hands out
+        from tests.supabase_http import persona_of  # the tokens the HTTP API hands out
 
-        sub_claim = subject(token) if token else None
-        persona = personas.user("caller", sub_claim) if sub_claim else personas.anon()
+        persona = persona_of(msg["payload"].get("access_token"))
         topic = msg["topic"]
         private = bool(config.get("private"))
         if private:

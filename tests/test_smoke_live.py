@@ -30,6 +30,9 @@ from tests.test_smoke import missing_functions
 
 REST_STEPS = ("users.create", "identities.map", "users.sign_in", "thread.ensure", "message.send", "message.retry",
               "history.paging", "history.outsider")
+# The guest-link steps that need no Realtime server, and those that join chat:<guest thread>.
+GUEST_REST_STEPS = ("guest.link_create", "guest.sign_in", "guest.redeem", "guest.revoke")
+GUEST_REALTIME_STEPS = ("guest.exchange", "guest.refused")
 
 
 @pytest.fixture
@@ -140,23 +143,42 @@ def test_live_driver_runs_the_rest_steps_and_deletes_its_users(chat_db: ChatData
     join = steps["realtime.join"]
     assert join["result"] == "failed" and join["detail"].startswith("timed out after 1s waiting for bob's join")
     assert steps["realtime.insert"]["detail"] == "needs step realtime.join, which did not pass"
+    guests = not missing_functions(chat_db, scenario.GUEST_LINKS)
     for step in scenario.STEPS:
-        if step.feature and any(name not in api.hide_functions for name in step.feature):
-            assert steps[step.name]["result"] in ("waiting for its feature", "passed", "failed", "skipped")
-    assert steps["users.delete"] == {**steps["users.delete"], "result": "passed", "detail": "3 user(s) deleted"}
+        got = steps[step.name]
+        if step.feature and missing_functions(chat_db, step.feature):
+            assert got["result"] == "waiting for its feature", got
+        elif step.name in GUEST_REST_STEPS:
+            assert got["result"] == "passed", got
+        elif step.name in GUEST_REALTIME_STEPS:  # the guest's join of chat:<guest thread> gets no answer
+            assert got["result"] == "failed" and got["detail"].startswith("timed out after 1s waiting for "), got
+    # Three users through the Auth admin API and the guest through the anonymous sign-in (anon
+    # key), each of them deleted with the service role key.
+    assert steps["users.delete"] == {**steps["users.delete"], "result": "passed",
+                                     "detail": f"{3 + guests} user(s) deleted"}
     assert counts(chat_db) == before
     created = [p for m, p, _ in api.requests if m == "POST" and p == "/auth/v1/admin/users"]
+    signed_up = [key for m, p, key in api.requests if m == "POST" and p == "/auth/v1/signup"]
     deleted = [p for m, p, _ in api.requests if m == "DELETE"]
-    assert len(created) == len(deleted) == 3
+    assert (len(created), signed_up, len(deleted)) == (3, [ANON_KEY] * guests, 3 + guests)
     assert {key for m, p, key in api.requests if p.startswith("/auth/v1/admin/")} == {SERVICE_KEY}
 
 
-def test_users_are_named_for_the_run(project: tuple[str, supabase_http.Api]) -> None:
+def test_users_are_named_for_the_run(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
+    guests: list[tuple[Any, ...]] = []
+
+    def watch(result: smoke.StepResult) -> None:
+        if result.name == "guest.sign_in":
+            with chat_db.connect(admin=True) as conn:
+                guests.extend(conn.execute("select email, raw_user_meta_data from auth.users where is_anonymous"))
+
     cfg = live.live_config(url, ANON_KEY, SERVICE_KEY, 1, env={})
-    report = smoke.run_live(cfg)
+    report = smoke.run_live(cfg, progress=watch)
     assert sorted(api.passwords) == sorted(f"{USER_PREFIX}-{report.run_id}-{label}@smoke.chat-db.invalid"
                                            for label in ("alice", "bob", "outsider"))
+    # The guest has no email: its metadata names the run, which is how clean-up finds it after a timeout.
+    assert guests == [(None, {"chat_db_smoke": report.run_id, "label": "guest"})]
 
 
 def test_refuses_a_project_without_the_chat_schema(chat_db: ChatDatabase,
@@ -200,32 +222,85 @@ def test_a_timeout_names_its_step_and_the_user_created_late_is_deleted(
     steps = steps_of(result)
     assert steps["users.create"]["detail"] == "timed out after 1s waiting for creating user bob"
     assert steps["identities.map"]["result"] == "skipped"
+    # No link, so no guest either: alice, and bob found by the run's name.
+    assert steps["guest.sign_in"]["detail"] == "needs step guest.link_create, which did not pass"
+    assert not [p for _, p, _ in api.requests if p == "/auth/v1/signup"]
     assert steps["users.delete"]["result"] == "passed" and steps["users.delete"]["detail"] == "2 user(s) deleted"
     assert counts(chat_db) == before
 
 
-def test_ctrl_c_still_deletes_the_users(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+def test_a_guest_signed_in_too_late_is_deleted(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
+    if missing_functions(chat_db, scenario.GUEST_LINKS):
+        pytest.skip("no guest links in this schema: the scenario signs in no guest")
+    api.hold_create = "guest"  # the anonymous user is created, but the session arrives too late
+    before = counts(chat_db)
+    result = run_cli(url, "--json")
+    assert result.exit_code == 1
+    steps = steps_of(result)
+    assert steps["guest.sign_in"]["detail"] == "timed out after 1s waiting for the anonymous sign-in of guest"
+    assert steps["guest.redeem"]["detail"] == "needs step guest.sign_in, which did not pass"
+    assert steps["users.delete"]["result"] == "passed" and steps["users.delete"]["detail"] == "4 user(s) deleted"
+    assert counts(chat_db) == before
+
+
+def test_a_creation_that_answers_does_not_forget_one_that_did_not(
+        chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+    url, api = project
+    api.hold_create = "bob"
+    before = counts(chat_db)
+    driver = live.LiveDriver(live.live_config(url, ANON_KEY, SERVICE_KEY, 1, env={}))
+    try:
+        with pytest.raises(base.StepTimeout):
+            driver.create_user("bob", "run-late")
+        driver.sign_in_anonymously("guest", "run-late")  # answers; bob is still to be looked for
+    finally:
+        assert driver.cleanup() == (2, [])
+    assert counts(chat_db) == before
+
+
+@pytest.mark.parametrize(("step", "users"), [("thread.ensure", 3), ("guest.redeem", 4)])
+def test_ctrl_c_still_deletes_the_users(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api], step: str,
+                                        users: int) -> None:
+    url, api = project
+    if step.startswith("guest.") and missing_functions(chat_db, scenario.GUEST_LINKS):
+        pytest.skip("no guest links in this schema: the scenario signs in no guest")
     before = counts(chat_db)
 
     def interrupt(result: smoke.StepResult) -> None:
-        if result.name == "thread.ensure":
+        if result.name == step:
+            assert result.status is smoke.Status.PASSED, result
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         smoke.run_live(live.live_config(url, ANON_KEY, SERVICE_KEY, 1, env={}), progress=interrupt)
     assert counts(chat_db) == before
-    assert len([p for m, p, _ in api.requests if m == "DELETE"]) == 3
+    assert len([p for m, p, _ in api.requests if m == "DELETE"]) == users
 
 
-def test_anonymous_sign_ins_off_is_said_plainly(project: tuple[str, supabase_http.Api]) -> None:
-    url, _ = project
+def test_anonymous_sign_ins_off_is_said_plainly(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+    url, api = project
+    api.anonymous_sign_ins = False  # the setting of a new project
     driver = live.LiveDriver(live.live_config(url, ANON_KEY, SERVICE_KEY, 1, env={}))
     try:
         with pytest.raises(base.StepSkipped, match="anonymous sign-ins are off in this project"):
             driver.sign_in_anonymously("guest", "run")
     finally:
         assert driver.cleanup() == (0, [])
+    if missing_functions(chat_db, scenario.GUEST_LINKS):
+        return
+    # In a run: the guest steps are skipped with the reason (the link is still made and revoked).
+    before = counts(chat_db)
+    steps = steps_of(run_cli(url, "--json"))
+    assert steps["guest.link_create"]["result"] == steps["guest.revoke"]["result"] == "passed"
+    assert steps["guest.sign_in"]["result"] == "skipped"
+    assert steps["guest.sign_in"]["detail"].startswith("anonymous sign-ins are off in this project: turn on "
+                                                       "'Allow anonymous sign-ins'")
+    for name in ("guest.redeem", "guest.exchange", "guest.refused"):
+        assert steps[name] == {**steps[name], "result": "skipped",
+                               "detail": "needs step guest.sign_in, which did not pass"}
+    assert steps["users.delete"]["detail"] == "3 user(s) deleted"
+    assert counts(chat_db) == before
 
 
 # --- with Realtime too ----------------------------------------------------------------------
@@ -233,7 +308,7 @@ def test_anonymous_sign_ins_off_is_said_plainly(project: tuple[str, supabase_htt
 
 def test_live_driver_end_to_end(chat_db: ChatDatabase) -> None:
     before = counts(chat_db)
-    with project_with_realtime(chat_db) as (url, _):
+    with project_with_realtime(chat_db) as (url, api):
         result = run_cli(url, "--json", "--timeout", "10")
     no_secrets(result)
     assert result.exit_code == 0, result.output
@@ -243,6 +318,12 @@ def test_live_driver_end_to_end(chat_db: ChatDatabase) -> None:
         assert steps[step.name]["result"] == ("waiting for its feature" if waiting else "passed"), steps[step.name]
     assert steps_of(result)["realtime.outsider"]["detail"].startswith(
         "refused: CHANNEL_ERROR {\"reason\": \"Unauthorized: You do not have permissions to read")
+    guests = not missing_functions(chat_db, scenario.GUEST_LINKS)
+    if guests:
+        assert steps["guest.refused"]["detail"].startswith(
+            "history P0002 thread not found; join refused: CHANNEL_ERROR {\"reason\": \"Unauthorized: ")
+    assert steps["users.delete"]["detail"] == f"{3 + guests} user(s) deleted"
+    assert len([p for m, p, _ in api.requests if m == "DELETE"]) == 3 + guests
     assert counts(chat_db) == before
 
 

@@ -106,7 +106,9 @@ class LiveDriver(Driver):
         self.cfg = cfg
         self.supabase = _supabase()
         self.created: list[str] = []
-        self.uncertain = False  # a create call failed mid-way: the user may exist without us knowing its id
+        # A create call failed mid-way: a user may exist without us knowing its id. Once set it
+        # stays set (a later creation that answers says nothing about the one that did not).
+        self.uncertain = False
         self.run_id = ""
         self.clients: list[Any] = []
         self.channels: dict[tuple[str, str], _Channel] = {}
@@ -221,7 +223,7 @@ class LiveDriver(Driver):
         email, password = user_email(run_id, label), secrets.token_urlsafe(24)
         attributes = {"email": email, "password": password, "email_confirm": True,
                       "user_metadata": {"chat_db_smoke": run_id, "label": label}}
-        self.uncertain = True
+        uncertain, self.uncertain = self.uncertain, True
         try:
             created = self._wait(self.admin.auth.admin.create_user(attributes), f"creating user {label}")
         except StepFailed:
@@ -229,7 +231,7 @@ class LiveDriver(Driver):
         except Exception as exc:
             raise self._failure(f"creating user {label} through the Auth admin API", exc) from None
         self.created.append(created.user.id)
-        self.uncertain = False
+        self.uncertain = uncertain
         return Caller(label, created.user.id, email, handle=password)
 
     def map_identity(self, caller: Caller, mongo_id: str) -> Reply:
@@ -253,22 +255,24 @@ class LiveDriver(Driver):
         return Caller(caller.label, caller.uid, caller.email, caller.anonymous, caller.mongo_id, client)
 
     def sign_in_anonymously(self, label: str, run_id: str) -> Caller:
+        # The user metadata names the run, so that clean-up finds a guest whose sign-in answered too late.
+        self.run_id = run_id
         client = self._wait(self._client(self.cfg.anon_key), "creating a client")
-        self.uncertain = True
+        uncertain, self.uncertain = self.uncertain, True
         try:
             response = self._wait(client.auth.sign_in_anonymously({"options": {"data": {"chat_db_smoke": run_id,
                                                                                          "label": label}}}),
-                                  "the anonymous sign-in")
+                                  f"the anonymous sign-in of {label}")
         except StepFailed:
             raise
         except Exception as exc:
             if getattr(exc, "code", None) == "anonymous_provider_disabled":
-                self.uncertain = False
+                self.uncertain = uncertain  # refused: nobody was created
                 raise StepSkipped("anonymous sign-ins are off in this project: turn on 'Allow anonymous sign-ins' "
                                   "(Authentication > Sign In / Providers) to run the guest steps") from None
             raise self._failure("the anonymous sign-in", exc) from None
         self.created.append(response.user.id)
-        self.uncertain = False
+        self.uncertain = uncertain
         self._wait(client.realtime.set_auth(response.session.access_token), "handing the token to Realtime")
         return Caller(label, response.user.id, None, True, None, client)
 

@@ -275,6 +275,9 @@ def guest_link(d: Driver, ctx: Context) -> str:
 
 
 def guest_sign_in(d: Driver, ctx: Context) -> str:
+    # Only with a link to redeem: an anonymous user that could do nothing would be one more
+    # user to delete, and one more of the sign-ins Supabase Auth rate-limits per IP address.
+    ctx.need("link", "guest.link_create")
     guest = d.sign_in_anonymously("guest", ctx.run_id)
     ctx.products["guest"] = guest
     return f"anonymous user {guest.uid}"
@@ -302,8 +305,13 @@ def guest_exchange(d: Driver, ctx: Context) -> str:
         if not allowed:
             raise StepFailed(f"{who.label}'s join of {topic} refused: {detail}")
     from_guest = _send(d, guest, None, tid, "hello from the guest")
+    if (from_guest.get("sender_supabase_id"), from_guest.get("sender_mongo_id")) != (guest.uid, None):
+        raise StepFailed(f"the guest's message has sender {from_guest.get('sender_supabase_id')} and Mongo id "
+                         f"{from_guest.get('sender_mongo_id')}, expected {guest.uid} and none")
     d.expect_broadcast(alice, topic, "INSERT", lambda p: (p.get("record") or {}).get("id") == from_guest["id"])
     to_guest = _send(d, alice, None, tid, "hello, guest")
+    if to_guest.get("recipient_mongo_id") is not None:
+        raise StepFailed(f"the host's message to the guest has recipient Mongo id {to_guest['recipient_mongo_id']}")
     d.expect_broadcast(guest, topic, "INSERT", lambda p: (p.get("record") or {}).get("id") == to_guest["id"])
     return f"messages {from_guest['id']} and {to_guest['id']} sent and received on {topic}"
 
@@ -361,7 +369,8 @@ STEPS: tuple[Step, ...] = (
     Step("realtime.client_broadcast", "a participant's own broadcast on the topic is refused", client_broadcast),
     Step("realtime.presence", "a participant's presence reaches the other participant", presence),
     Step("guest.link_create", "the host creates a guest link", guest_link, GUEST_LINKS),
-    Step("guest.sign_in", "a guest signs in anonymously", guest_sign_in, GUEST_LINKS),
+    Step("guest.sign_in", "a guest signs in anonymously (once there is a link to redeem)", guest_sign_in,
+         GUEST_LINKS),
     Step("guest.redeem", "the guest redeems the link and gets a guest thread g_<32 hex>", guest_redeem, GUEST_LINKS),
     Step("guest.exchange", "guest and host each receive the other's message on chat:<guest thread>", guest_exchange,
          GUEST_LINKS),
