@@ -79,11 +79,17 @@ def test_demo_receipts_show_in_both_inboxes(chat_db: ChatDatabase) -> None:
                                           "order by created_at, id", (seed.DEMO_THREAD,))]
         rows = {p.name: postgrest.call(conn, personas.user(p.name, p.uid), "chat_inbox", {}, volatile=False).rows
                 for p in (seed.ALICE, seed.BOB, seed.CAROL)}
+        guest_ids = [r[0] for r in conn.execute("select id from public.chat_messages where thread_id = %s "
+                                                "order by created_at, id", (seed.GUEST_THREAD,))]
     seen = {name: [(r["thread_id"], r["unread"], r["delivered_up_to"], r["read_up_to"], r["last_message_id"])
                    for r in found] for name, found in rows.items()}
     bob_read = ids[seed.BOB_READ_UP_TO]
     assert seed.CONVERSATION[seed.BOB_READ_UP_TO][0] is seed.ALICE
-    assert seen == {"alice": [(seed.DEMO_THREAD, 2, bob_read, bob_read, ids[-1])],
+    # alice also hosts dave's guest thread, whose last message is the newer: dave's messages
+    # are unread for her, and dave (a guest) has sent no receipt.
+    from_dave = sum(1 for sender, _ in seed.GUEST_CONVERSATION if sender is seed.DAVE)
+    assert seen == {"alice": [(seed.GUEST_THREAD, from_dave, 0, 0, guest_ids[-1]),
+                              (seed.DEMO_THREAD, 2, bob_read, bob_read, ids[-1])],
                     "bob": [(seed.DEMO_THREAD, 1, 0, 0, ids[-1])], "carol": []}
 
 
