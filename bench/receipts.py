@@ -17,7 +17,7 @@ from bench.figures import Figure, Settings, _paired_latency
 from bench.harness import Dataset, interleave, pgbench
 
 INBOX_SIZES = (100, 1000)  # threads of the two inbox users (a tenth of that on a dataset with too few users)
-MARK_MESSAGES = 40_000  # per client thread: more than any trial can mark
+MARK_MESSAGES = 200_000  # per client thread: more than any trial can mark (a bare UPDATE on a quiet machine: ~15k/s)
 
 # Heavy inbox users: one with 100 threads, one with 1,000, their partners picked from the
 # loaded users (half sort before them: both participant columns are used), 6 messages per
