@@ -6,6 +6,7 @@ generic plans PostgREST's prepared statements end up with.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,3 +73,26 @@ def explain(conn: psycopg.Connection[Any], who: Persona, query: str, params: Seq
         conn.execute("deallocate dbtool_explain")
     assert row is not None
     return row[0][0]  # type: ignore[no-any-return]
+
+
+def nested_plans(conn: psycopg.Connection[Any], who: Persona, statement: str, params: Sequence[Any], *,
+                 generic: bool, analyze: bool = False) -> list[dict[str, Any]]:
+    """The plans of the statements a PL/pgSQL RPC runs inside (auto_explain, nested
+    statements), as the last of seven PostgREST requests, past PL/pgSQL's five custom plans;
+    `analyze` adds the executed row counts. `conn` must be a superuser's (auto_explain)."""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("load 'auto_explain'")
+    settings = [("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice"),
+                ("log_format", "json")]
+    if analyze:
+        settings += [("log_analyze", "on"), ("log_timing", "off")]
+    for name, value in settings:
+        conn.execute(f"set auto_explain.{name} = {value}")
+    for _ in range(7):
+        with postgrest.request(conn, who, method="POST", read_only=True):
+            if generic:
+                conn.execute("set local plan_cache_mode = force_generic_plan")
+            notices.clear()
+            conn.execute(statement, params)  # type: ignore[arg-type]
+    return [json.loads(n.split("plan:", 1)[1]) for n in notices if "plan:" in n]

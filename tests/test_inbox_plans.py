@@ -95,21 +95,10 @@ def loaded(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase) -> It
 
 def inbox_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
     """Executed plans (with row counts) of the statements chat_inbox runs inside."""
-    notices: list[str] = []
     with db.connect(admin=True) as conn:
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        conn.execute("load 'auto_explain'")
-        for name, value in (("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice"),
-                            ("log_format", "json"), ("log_analyze", "on"), ("log_timing", "off")):
-            conn.execute(f"set auto_explain.{name} = {value}")
-        for _ in range(7):  # past PL/pgSQL's five custom plans
-            with postgrest.request(conn, who, method="POST", read_only=True):
-                if generic:
-                    conn.execute("set local plan_cache_mode = force_generic_plan")
-                notices.clear()
-                conn.execute("select * from public.chat_inbox(_limit := 30, _before_activity_at := %s, "
-                              "_before_thread_id := %s)", (args.get("_before_activity_at"), args.get("_before_thread_id")))
-    found = [json.loads(n.split("plan:", 1)[1]) for n in notices if "plan:" in n]
+        found = plans.nested_plans(
+            conn, who, "select * from public.chat_inbox(_limit := 30, _before_activity_at := %s, _before_thread_id := %s)",
+            (args.get("_before_activity_at"), args.get("_before_thread_id")), generic=generic, analyze=True)
     return [p for p in found if "chat_threads" in json.dumps(p) and "chat_messages" in json.dumps(p)]
 
 

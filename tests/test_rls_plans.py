@@ -95,22 +95,11 @@ def explain(db: ChatDatabase, who: Persona, query: str, params: list[Any], types
 
 def rpc_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
     """Plans of the statements chat_history runs inside (auto_explain, nested statements)."""
-    notices: list[str] = []
     with db.connect(admin=True) as conn:
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        conn.execute("load 'auto_explain'")
-        for name, value in (("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice"),
-                            ("log_format", "json")):
-            conn.execute(f"set auto_explain.{name} = {value}")
-        for _ in range(7):  # past PL/pgSQL's five custom plans
-            with postgrest.request(conn, who, method="POST", read_only=True):
-                if generic:
-                    conn.execute("set local plan_cache_mode = force_generic_plan")
-                notices.clear()
-                conn.execute("select * from public.chat_history(_thread_id := %s, _before_created_at := %s, "
-                             "_before_id := %s, _limit := 50)", (args["_thread_id"], args.get("_before_created_at"),
-                                                                  args.get("_before_id")))
-    return [json.loads(n.split("plan:", 1)[1]) for n in notices if "plan:" in n]
+        return plans.nested_plans(
+            conn, who, "select * from public.chat_history(_thread_id := %s, _before_created_at := %s, "
+            "_before_id := %s, _limit := 50)", (args["_thread_id"], args.get("_before_created_at"), args.get("_before_id")),
+            generic=generic)
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])

@@ -136,10 +136,13 @@ def ensure_thread(d: Driver, ctx: Context) -> str:
     return want
 
 
+def _pair(ctx: Context) -> tuple[Caller, Caller, str]:
+    """alice, bob and their thread, from the steps that made them."""
+    return ctx.need("alice", "users.sign_in"), ctx.need("bob", "users.sign_in"), ctx.need("thread", "thread.ensure")
+
+
 def send_message(d: Driver, ctx: Context) -> str:
-    alice: Caller = ctx.need("alice", "users.sign_in")
-    bob: Caller = ctx.need("bob", "users.sign_in")
-    tid: str = ctx.need("thread", "thread.ensure")
+    alice, bob, tid = _pair(ctx)
     client_id = str(uuid.uuid4())
     row = _send(d, alice, bob, tid, "hello from dbtool smoke", client_id)
     if row.get("sender_supabase_id") != alice.uid or row.get("thread_id") != tid:
@@ -149,9 +152,7 @@ def send_message(d: Driver, ctx: Context) -> str:
 
 
 def retry_message(d: Driver, ctx: Context) -> str:
-    alice: Caller = ctx.need("alice", "users.sign_in")
-    bob: Caller = ctx.need("bob", "users.sign_in")
-    tid: str = ctx.need("thread", "thread.ensure")
+    alice, bob, tid = _pair(ctx)
     first: dict[str, Any] = ctx.need("first", "message.send")
     again = _send(d, alice, bob, tid, "hello from dbtool smoke", str(first["client_id"]))
     if again.get("id") != first["id"]:
@@ -164,9 +165,7 @@ def retry_message(d: Driver, ctx: Context) -> str:
 
 
 def page_history(d: Driver, ctx: Context) -> str:
-    alice: Caller = ctx.need("alice", "users.sign_in")
-    bob: Caller = ctx.need("bob", "users.sign_in")
-    tid: str = ctx.need("thread", "thread.ensure")
+    alice, bob, tid = _pair(ctx)
     ctx.need("first", "message.send")
     for i in range(4):
         sender, recipient = (bob, alice) if i % 2 == 0 else (alice, bob)
@@ -207,9 +206,7 @@ def join_channel(d: Driver, ctx: Context) -> str:
 
 
 def insert_broadcast(d: Driver, ctx: Context) -> str:
-    alice: Caller = ctx.need("alice", "users.sign_in")
-    bob: Caller = ctx.need("bob", "users.sign_in")
-    tid: str = ctx.need("thread", "thread.ensure")
+    alice, bob, tid = _pair(ctx)
     ctx.need("joined", "realtime.join")
     row = _send(d, alice, bob, tid, "live over realtime")
     payload = d.expect_broadcast(bob, f"chat:{tid}", "INSERT",
@@ -243,9 +240,7 @@ def public_join(d: Driver, ctx: Context) -> str:
 
 
 def client_broadcast(d: Driver, ctx: Context) -> str:
-    alice: Caller = ctx.need("alice", "users.sign_in")
-    bob: Caller = ctx.need("bob", "users.sign_in")
-    tid: str = ctx.need("thread", "thread.ensure")
+    alice, bob, tid = _pair(ctx)
     ctx.need("joined", "realtime.join")
     delivered, detail = d.client_broadcast(alice, bob, f"chat:{tid}")
     if delivered:
@@ -254,9 +249,7 @@ def client_broadcast(d: Driver, ctx: Context) -> str:
 
 
 def presence(d: Driver, ctx: Context) -> str:
-    alice: Caller = ctx.need("alice", "users.sign_in")
-    bob: Caller = ctx.need("bob", "users.sign_in")
-    tid: str = ctx.need("thread", "thread.ensure")
+    alice, bob, tid = _pair(ctx)
     ctx.need("joined", "realtime.join")
     seen, detail = d.presence(alice, bob, f"chat:{tid}")
     if not seen:
@@ -336,9 +329,7 @@ def guest_refused(d: Driver, ctx: Context) -> str:
 
 
 def read_receipt(d: Driver, ctx: Context) -> str:
-    alice: Caller = ctx.need("alice", "users.sign_in")
-    bob: Caller = ctx.need("bob", "users.sign_in")
-    tid: str = ctx.need("thread", "thread.ensure")
+    alice, bob, tid = _pair(ctx)
     ctx.need("joined", "realtime.join")
     allowed, detail = d.join(alice, f"chat:{tid}")
     if not allowed:
