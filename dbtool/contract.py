@@ -55,7 +55,7 @@ class Expect:
 
 def _shown(value: Any) -> str:
     if isinstance(value, set | frozenset):
-        return "{" + ", ".join(sorted(map(str, value))) + "}"
+        return "{" + ", ".join(sorted(map(str, value), key=lambda v: (len(v), v))) + "}"  # 2 before 10
     return value if isinstance(value, str) else repr(value)
 
 

@@ -1,4 +1,4 @@
-"""`dbtool verify`: the packaged suite against a database, safe (nothing changes) and loud."""
+"""`dbtool verify`: the contract checked cell by cell on a database, safe (nothing changes) and loud."""
 
 from __future__ import annotations
 
@@ -66,13 +66,20 @@ def test_verify_text_output(chat_db: ChatDatabase) -> None:
     assert "database unchanged" in done.stdout
 
 
-def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase) -> None:
+def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase, tmp_path: Path) -> None:
     with chat_db.connect() as conn:
         conn.execute("alter policy chat_messages__select_participants on public.chat_messages using (true)")
-    done = run("verify", "--database-url", chat_db.admin_url)
+    junit = tmp_path / "policy.xml"
+    done = run("verify", "--database-url", chat_db.admin_url, "--junit-xml", str(junit))
     assert done.returncode == 1
-    assert "FAILED outsider | chat_messages select" in done.stdout
+    assert "FAILED outsider | chat_messages select: expected the ids {" in done.stdout
     assert "NOT" in done.stdout and "!ok" in done.stdout
+    failed = {case.get("name"): case.find("failure") for case in ET.parse(junit).getroot().iter("testcase")
+              if case.find("failure") is not None}
+    assert "outsider | chat_messages select" in failed
+    failure = failed["outsider | chat_messages select"]
+    assert failure is not None and failure.get("message", "").startswith("expected the ids {")
+    assert "measured: " in (failure.text or "")
 
 
 def test_fixtures_work_in_a_downstream_project(chat_db: ChatDatabase, tmp_path: Path) -> None:
