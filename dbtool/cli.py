@@ -485,6 +485,11 @@ EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the ro
               "which pauses message inserts until the run ends). Default: only for databases on this machine.")
 
 
+def exact_for(tgt: targets.Target, exact: bool | None) -> bool:
+    """--exact/--no-exact, or when neither is given: only for a database on this machine."""
+    return tgt.local if exact is None else exact
+
+
 @cli.command("verify")
 @database_option
 @click.option("--junit-xml", metavar="PATH", help="Also write a JUnit XML report (for CI).")
@@ -504,8 +509,7 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | No
       dbtool verify --database-url "$STAGING_URL" --junit-xml policy.xml
     """
     tgt = targets.resolve(database_url, local_config())
-    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml, exact=tgt.local if exact is None else exact,
-                            progress=progress)
+    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml, exact=exact_for(tgt, exact), progress=progress)
     emit(as_json, report.as_dict(), lambda: verify_lib.render(report))
     if not report.ok:
         sys.exit(1)
@@ -555,8 +559,8 @@ def audit_group(ctx: click.Context, database_url: str | None, config_path: str |
     if ctx.invoked_subcommand is not None:
         return
     tgt = targets.resolve(database_url, local_config())
-    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas), with_matrix=not no_matrix,
-                              exact=exact)
+    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas),
+                              exact=exact_for(tgt, exact), with_matrix=not no_matrix)
     click.echo(audit_report.render(report, fmt))
     if fail_on != "never" and audit_findings.at_least(report.findings, fail_on):
         sys.exit(1)

@@ -17,6 +17,7 @@ Importing this costs nothing: no server starts until a fixture asks for one.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 from collections.abc import Iterator
@@ -88,11 +89,22 @@ def _janitor(server: EmbeddedServer, name: str, template: str | None = None, as_
     )
 
 
+EXACT_MODES: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
+
+
+def _exact_mode(value: str) -> bool | None:
+    """--chat-db-exact / CHAT_DB_EXACT as dbtool's --exact/--no-exact: None (auto), True, False."""
+    if value not in EXACT_MODES:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, yes, no")
+    return EXACT_MODES[value]
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chat-db")
     group.addoption(
         "--chat-db-exact",
-        choices=("auto", "yes", "no"),
+        type=_exact_mode,
+        metavar="auto|yes|no",
         default=os.environ.get("CHAT_DB_EXACT", "auto"),
         help="keep the chat sequences from moving while probing (restarts them in the probe transaction, which "
         "pauses message inserts until the run ends); auto: only for databases on this machine.",
@@ -171,17 +183,14 @@ class WorldSession:
 
 
 def _exact(request: pytest.FixtureRequest, target: ChatDatabase) -> bool:
-    mode = request.config.getoption("--chat-db-exact")
-    return is_local(target.url) if mode == "auto" else mode == "yes"
+    exact: bool | None = request.config.getoption("--chat-db-exact")
+    return is_local(target.url) if exact is None else exact
 
 
 @contextmanager
 def _world_session(target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
-    with target.connect(admin=True) as conn, conn.transaction():
-        if _exact(request, target):
-            world.isolate_sequences(conn)
-        yield WorldSession(conn, world.create(conn))
-        raise psycopg.Rollback
+    with target.connect(admin=True) as conn, world.rolled_back(conn, exact=_exact(request, target)) as session:
+        yield WorldSession(conn, session.world)
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def _judge_all(conn: psycopg.Connection[Any], report: Report, exact: bool,
                 progress(f"{done}/{total} cells, {len(report.failed)} not as the contract says")
 
 
-def run(url: str, *, exact: bool, junit_xml: str | None = None,
+def run(url: str, *, exact: bool = False, junit_xml: str | None = None,
         progress: Callable[[str], None] | None = None) -> Report:
     """Measure the matrix on `url` (a role that bypasses RLS and may become the API roles:
     postgres on Supabase) and check every cell against the contract. `exact` also keeps the

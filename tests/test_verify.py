@@ -116,3 +116,17 @@ def test_sequences_move_only_when_asked_not_to_keep_them(chat_db: ChatDatabase) 
     assert loose.returncode == 0
     assert last_value() > start
     assert f"the message id sequence moved by {last_value() - start}" in loose.stdout
+
+
+def test_the_plugin_reads_chat_db_exact_as_verify_reads_exact(tmp_path: Path) -> None:
+    (tmp_path / "test_mode.py").write_text(textwrap.dedent('''
+        def test_mode(pytestconfig):
+            assert pytestconfig.getoption("--chat-db-exact") is None  # auto: decided by where the database is
+    '''))
+    env = {k: v for k, v in os.environ.items() if k != "CHAT_DB_EXACT"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--chat-db-exact=maybe",
+                            str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert wrong.returncode == 4 and "'maybe' is not one of auto, yes, no" in wrong.stderr
