@@ -130,3 +130,61 @@ def test_the_plugin_reads_chat_db_exact_as_verify_reads_exact(tmp_path: Path) ->
     wrong = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--chat-db-exact=maybe",
                             str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert wrong.returncode == 4 and "'maybe' is not one of auto, yes, no" in wrong.stderr
+
+
+NO_PYTEST = '''
+import json, pkgutil, importlib, sys
+import dbtool
+from dbtool.cli import cli
+
+codes = []
+for args in sys.argv[1:]:
+    try:
+        cli.main(args.split(), prog_name="dbtool", standalone_mode=False)
+        codes.append(0)
+    except SystemExit as exc:
+        codes.append(exc.code)
+for info in pkgutil.walk_packages(dbtool.__path__, "dbtool."):
+    # the plugin, loaded by pytest itself, is the one module that needs it; __main__ would run the CLI
+    if info.name not in ("dbtool.pytest_plugin", "dbtool.__main__"):
+        importlib.import_module(info.name)
+test_tools = sorted(m for m in sys.modules if m.split(".")[0] in ("pytest", "_pytest", "pluggy", "pytest_postgresql"))
+print(json.dumps({"codes": codes, "test_tools": test_tools}))
+'''
+
+
+def test_verify_audit_and_migrate_never_import_pytest(chat_db: ChatDatabase) -> None:
+    """pytest and pytest-postgresql are the plugin's extra (chat-db[pytest]), not the tool's."""
+    commands = [f"verify --database-url {chat_db.admin_url}", f"audit --database-url {chat_db.admin_url}",
+                f"migrate --database-url {chat_db.url}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_DB_URL")}
+    done = subprocess.run([sys.executable, "-c", NO_PYTEST, *commands], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"codes": [0, 0, 0], "test_tools": []}
+
+
+def test_the_plugin_loads_without_pytest_postgresql(tmp_path: Path) -> None:
+    """Any pytest run where chat-db is installed loads its plugin: without the [pytest] extra
+    it must neither break the run nor fail with a traceback in the fixtures that need it."""
+    (tmp_path / "test_app.py").write_text(textwrap.dedent('''
+        def test_unrelated():
+            assert True
+
+        def test_needs_a_database(chat_db):
+            pass
+    '''))
+    # a package of that name first on the path that fails to import, as if it were not installed
+    shadow = tmp_path / "not-installed" / "pytest_postgresql"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'pytest_postgresql'\", "
+                                        "name='pytest_postgresql')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_DB_URL")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow.parent), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:pytest_postgresql", "-q",
+                           "test_app.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 passed, 1 error" in done.stdout
+    assert "need pytest-postgresql, which is not installed: pip install 'chat-db[pytest]'" in done.stdout
+    assert "Traceback" not in done.stdout and "During handling" not in done.stdout
