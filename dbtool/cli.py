@@ -72,7 +72,7 @@ def cli() -> None:
 
     \b
     Example:
-      dbtool up                       # local server, migrated and seeded, policy suite run
+      dbtool up                       # local server, migrated and seeded, policies verified
       dbtool migrate --database-url postgresql://postgres:...@db.x.supabase.co:5432/postgres
     """
 
@@ -485,13 +485,18 @@ EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the ro
               "which pauses message inserts until the run ends). Default: only for databases on this machine.")
 
 
+def exact_for(tgt: targets.Target, exact: bool | None) -> bool:
+    """--exact/--no-exact, or when neither is given: only for a database on this machine."""
+    return tgt.local if exact is None else exact
+
+
 @cli.command("verify")
 @database_option
 @click.option("--junit-xml", metavar="PATH", help="Also write a JUnit XML report (for CI).")
 @click.option("--exact/--no-exact", default=None, help=EXACT_HELP)
 @json_option
 def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | None, as_json: bool) -> None:
-    """Run the packaged policy suite and print the persona x object matrix (exit 1 on any failure).
+    """Check every cell of the persona x object matrix against the contract (exit 1 on any failure).
 
     Every probe runs in a transaction that is rolled back, so it is safe on a staging copy
     of production; the report shows that row counts and checksums did not change. The URL's
@@ -504,8 +509,7 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | No
       dbtool verify --database-url "$STAGING_URL" --junit-xml policy.xml
     """
     tgt = targets.resolve(database_url, local_config())
-    mode = "auto" if exact is None else "yes" if exact else "no"
-    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml, exact=mode)
+    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml, exact=exact_for(tgt, exact), progress=progress)
     emit(as_json, report.as_dict(), lambda: verify_lib.render(report))
     if not report.ok:
         sys.exit(1)
@@ -555,8 +559,8 @@ def audit_group(ctx: click.Context, database_url: str | None, config_path: str |
     if ctx.invoked_subcommand is not None:
         return
     tgt = targets.resolve(database_url, local_config())
-    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas), with_matrix=not no_matrix,
-                              exact=exact)
+    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas),
+                              exact=exact_for(tgt, exact), with_matrix=not no_matrix)
     click.echo(audit_report.render(report, fmt))
     if fail_on != "never" and audit_findings.at_least(report.findings, fail_on):
         sys.exit(1)
@@ -718,10 +722,10 @@ def export_supabase_cli(directory: str, as_json: bool) -> None:
 
 @cli.command("up")
 @click.option("--port", type=int, help="TCP port for the local server (default: $DBTOOL_PORT or 54329).")
-@click.option("--no-verify", is_flag=True, help="Skip running the policy suite.")
+@click.option("--no-verify", is_flag=True, help="Skip checking the policy matrix (dbtool verify).")
 @json_option
 def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
-    """The local stack in one go: start the server, reset its database, run the policy suite.
+    """The local stack in one go: start the server, reset its database, verify its policies.
 
     \b
     Example:
@@ -733,7 +737,7 @@ def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
     assert st.url is not None and st.admin_url is not None
     tgt = targets.Target(st.url, st.admin_url, "local server", True)
     result = reset_lib.reset(tgt, progress=progress)
-    report = None if no_verify else verify_lib.run(st.admin_url, quiet=True)
+    report = None if no_verify else verify_lib.run(st.admin_url, exact=True, progress=progress)  # a local server
     data = {"server": st.as_dict(), "reset": {k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None,
             "verify": report.as_dict() if report else None}

@@ -50,6 +50,10 @@ class SeedError(DbtoolError):
     """Seeding could not run (schema missing, bad profile arguments)."""
 
 
+class VerifyError(DbtoolError):
+    """The policy check could not run to the end, or its report could not be written."""
+
+
 class AuditError(DbtoolError):
     """The audit could not run or a snapshot file is unreadable."""
 

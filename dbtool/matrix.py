@@ -1,12 +1,12 @@
 """The effective access matrix: probes run as callers, one cell each, and its renderings.
 
-`dbtool verify` fills cells from the policy suite (each with the contract's verdict);
-`dbtool audit` fills them by running the probes directly, for any callers.
+Both `dbtool audit` (any callers, measured only) and `dbtool verify` (the standard personas,
+each cell judged by dbtool.contract) run the probes through `probe_all`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,10 +67,19 @@ def cell(probe: Probe, who: Caller, got: Outcome) -> Cell:
     return Cell(who.label, probe.object, probe.operation, probe.kind, got.ok, result)
 
 
+def probe_all(conn: psycopg.Connection[Any], world: World, callers: Sequence[Caller],
+              probes: Sequence[Probe] = ALL_PROBES) -> Iterator[tuple[Probe, Caller, Outcome]]:
+    """Run every probe as every caller, probe by probe, each in a savepoint rolled back at
+    once: no cell sees another's effects."""
+    for probe in probes:
+        for who in callers:
+            yield probe, who, probe.run(conn, world, who)
+
+
 def measure(conn: psycopg.Connection[Any], world: World, callers: Sequence[Caller],
             probes: Sequence[Probe] = ALL_PROBES) -> list[Cell]:
-    """Run every probe as every caller (each in a savepoint rolled back at once)."""
-    return [cell(probe, who, probe.run(conn, world, who)) for probe in probes for who in callers]
+    """The measured matrix: every probe as every caller, no verdict."""
+    return [cell(probe, who, got) for probe, who, got in probe_all(conn, world, callers, probes)]
 
 
 def grid(cells: Iterable[Cell]) -> tuple[list[str], list[list[str]]]:

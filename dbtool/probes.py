@@ -1,9 +1,9 @@
 """Every (object x operation) a caller can attempt, run as each persona exactly as Supabase's
 servers would run it (PostgREST requests, Realtime channel checks).
 
-The policy suite asserts the contract's expectation for each cell; `dbtool audit` runs the
-same probes to measure the effective access matrix. Probes run in savepoints of the world's
-transaction and never leave anything behind.
+dbtool.contract says what each cell must give (`dbtool verify` and the policy suite check
+it); `dbtool audit` runs the same probes to measure the effective access matrix. Probes run
+in savepoints of the world's transaction and never leave anything behind.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """pytest fixtures for chat-db (registered as the `chat_db` pytest11 plugin).
 
-Importing this costs nothing: no server starts until a fixture asks for one.
+Importing this costs nothing: no server starts until a fixture asks for one. pytest loads
+it in every run of an environment that has chat-db installed; the fixtures that create
+databases need pytest-postgresql (`pip install 'chat-db[pytest]'`), imported only when one
+of them runs, so a pytest without it still works and those fixtures say what to install.
 
 * `chat_db_server` — session: the embedded PostgreSQL from the same launcher as
   `dbtool local start`, in a temporary directory on a free port.
@@ -17,21 +20,25 @@ Importing this costs nothing: no server starts until a fixture asks for one.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from psycopg import sql
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from dbtool import build, local, world
 from dbtool.config import LocalConfig, local_config
 from dbtool.urls import conninfo, is_local, with_database
+
+if TYPE_CHECKING:
+    from pytest_postgresql.janitor import DatabaseJanitor
 
 TEMPLATE_NAME = "chat_db_template"
 
@@ -62,11 +69,27 @@ class EmbeddedServer:
         )
 
 
-class _Janitor(DatabaseJanitor):
-    """pytest-postgresql's janitor, creating databases owned by `postgres` as on Supabase."""
+MISSING_JANITOR = ("chat-db's database fixtures (chat_db_template, chat_db, chat_db_target without --chat-db-url) "
+                   "need pytest-postgresql, which is not installed: pip install 'chat-db[pytest]'")
 
-    def _build_create_database_sql(self) -> sql.Composed:
-        return super()._build_create_database_sql() + sql.SQL(" OWNER {}").format(sql.Identifier(local.APP_ROLE))
+
+@functools.cache
+def _janitor_class() -> type[DatabaseJanitor]:
+    """pytest-postgresql's janitor, creating databases owned by `postgres` as on Supabase."""
+    try:
+        from pytest_postgresql.janitor import DatabaseJanitor
+    except ImportError:
+        installed = False
+    else:
+        installed = True
+    if not installed:  # outside the except block: the failure alone, without the ImportError chained to it
+        pytest.fail(MISSING_JANITOR, pytrace=False)
+
+    class OwnedByPostgres(DatabaseJanitor):
+        def _build_create_database_sql(self) -> sql.Composed:
+            return super()._build_create_database_sql() + sql.SQL(" OWNER {}").format(sql.Identifier(local.APP_ROLE))
+
+    return OwnedByPostgres
 
 
 def _free_port() -> int:
@@ -75,9 +98,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _janitor(server: EmbeddedServer, name: str, template: str | None = None, as_template: bool = False) -> _Janitor:
+def _janitor(server: EmbeddedServer, name: str, template: str | None = None,
+             as_template: bool = False) -> DatabaseJanitor:
     cfg = server.config
-    return _Janitor(
+    return _janitor_class()(
         user=local.ADMIN_ROLE,
         password=local.read_password(cfg),
         host="127.0.0.1",
@@ -88,11 +112,22 @@ def _janitor(server: EmbeddedServer, name: str, template: str | None = None, as_
     )
 
 
+EXACT_MODES: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
+
+
+def _exact_mode(value: str) -> bool | None:
+    """--chat-db-exact / CHAT_DB_EXACT as dbtool's --exact/--no-exact: None (auto), True, False."""
+    if value not in EXACT_MODES:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, yes, no")
+    return EXACT_MODES[value]
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chat-db")
     group.addoption(
         "--chat-db-exact",
-        choices=("auto", "yes", "no"),
+        type=_exact_mode,
+        metavar="auto|yes|no",
         default=os.environ.get("CHAT_DB_EXACT", "auto"),
         help="keep the chat sequences from moving while probing (restarts them in the probe transaction, which "
         "pauses message inserts until the run ends); auto: only for databases on this machine.",
@@ -171,17 +206,14 @@ class WorldSession:
 
 
 def _exact(request: pytest.FixtureRequest, target: ChatDatabase) -> bool:
-    mode = request.config.getoption("--chat-db-exact")
-    return is_local(target.url) if mode == "auto" else mode == "yes"
+    exact: bool | None = request.config.getoption("--chat-db-exact")
+    return is_local(target.url) if exact is None else exact
 
 
 @contextmanager
 def _world_session(target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
-    with target.connect(admin=True) as conn, conn.transaction():
-        if _exact(request, target):
-            world.isolate_sequences(conn)
-        yield WorldSession(conn, world.create(conn))
-        raise psycopg.Rollback
+    with target.connect(admin=True) as conn, world.rolled_back(conn, exact=_exact(request, target)) as session:
+        yield WorldSession(conn, session.world)
 
 
 @pytest.fixture

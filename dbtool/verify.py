@@ -1,30 +1,35 @@
-"""`dbtool verify`: the packaged policy suite against any database with the schema.
+"""`dbtool verify`: the access matrix measured on any database with the schema, every cell
+checked against the contract (dbtool.contract).
 
-Every probe runs inside a transaction that is rolled back (see dbtool.pytest_plugin's
-`chat_world`), so this is safe on a staging copy of production; the report proves it by
-comparing the row counts and a checksum of every chat table and realtime.messages before
-and after the run.
+The probes are the ones `dbtool audit` measures (dbtool.matrix.probe_all), run as the 13
+standard personas in savepoints of one transaction that is rolled back (dbtool.world), so
+this is safe on a staging copy of production; the report proves it by comparing the row
+counts and a checksum of every chat table and realtime.messages before and after the run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
+import socket
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from dbtool.matrix import LEGEND, Cell, as_table
+from dbtool import contract, probes, world
+from dbtool.errors import VerifyError
+from dbtool.matrix import LEGEND, Cell, as_table, probe_all
 from dbtool.schema import require_chat_schema
 from dbtool.urls import conninfo, redact
 
-SUITE = Path(__file__).resolve().parent / "policy_suite"
 WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_links", "public.chat_messages",
            "public.chat_receipts",
            "realtime.messages")
+COVERAGE = "the contract covers every probe and persona"
 
 
 @dataclass
@@ -36,7 +41,7 @@ class Report:
     after: dict[str, str] = field(default_factory=dict)
     sequence_advance: int = 0
     seconds: float = 0.0
-    exit_code: int = 0
+    cell_seconds: list[float] = field(default_factory=list, repr=False)  # per cell, for the JUnit report
 
     @property
     def failed(self) -> list[Cell]:
@@ -44,7 +49,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.failed and not self.other_failures
+        return not self.failed and not self.other_failures
 
     @property
     def unchanged(self) -> bool:
@@ -74,48 +79,87 @@ def fingerprints(url: str) -> tuple[dict[str, str], int]:
     return out, int(seq[0]) if seq else 0
 
 
-class _Collector:
-    """pytest plugin: gathers each cell's outcome and any other failure."""
+def _judge_all(conn: psycopg.Connection[Any], report: Report, exact: bool,
+               progress: Callable[[str], None] | None) -> None:
+    with world.rolled_back(conn, exact=exact) as session:
+        callers = probes.callers(session.world)
+        total = len(probes.ALL_PROBES) * len(callers)
+        if progress:
+            progress(f"probing {total} cells ({len(probes.ALL_PROBES)} probes x {len(callers)} personas) in a "
+                     "transaction that is rolled back")
+        step = max(total // 4, 1)
+        last = time.monotonic()
+        for probe, who, got in probe_all(conn, session.world, callers):
+            report.cells.append(contract.judge(session.world, probe, who, got))
+            now = time.monotonic()
+            report.cell_seconds.append(now - last)
+            last = now
+            done = len(report.cells)
+            if progress and done % step == 0 and done < total:
+                progress(f"{done}/{total} cells, {len(report.failed)} not as the contract says")
 
-    def __init__(self) -> None:
-        self.cells: list[Cell] = []
-        self.other: list[str] = []
 
-    def pytest_runtest_logreport(self, report: Any) -> None:
-        props = dict(report.user_properties)
-        cell = props.get("chat_db_cell")
-        if report.when == "call" and cell:
-            failure = str(report.longrepr.reprcrash.message) if report.failed and report.longrepr else None
-            self.cells.append(Cell(**{**cell, "passed": report.passed, "failure": failure}))
-        elif report.failed and not cell:
-            crash = getattr(report.longrepr, "reprcrash", None)
-            self.other.append(f"{report.nodeid} ({report.when}): {crash.message if crash else report.longrepr}")
-
-
-def run(url: str, *, junit_xml: str | None = None, quiet: bool = False, exact: str = "auto") -> Report:
-    """Run the policy suite against `url` (a role that bypasses RLS and may become the API
-    roles: postgres on Supabase). pytest's progress goes to stderr."""
-    import pytest
-
+def run(url: str, *, exact: bool = False, junit_xml: str | None = None,
+        progress: Callable[[str], None] | None = None) -> Report:
+    """Measure the matrix on `url` (a role that bypasses RLS and may become the API roles:
+    postgres on Supabase) and check every cell against the contract. `exact` also keeps the
+    chat sequences still, pausing the application's message inserts for the run."""
     began = time.monotonic()
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
         require_chat_schema(conn, "verify")
     report = Report(redact(url))
     report.before, seq_before = fingerprints(url)
-    collector = _Collector()
-    args = [str(SUITE), "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(SUITE), "-q",
-            "--no-header", "-W", "ignore::DeprecationWarning", f"--chat-db-url={url}", f"--chat-db-exact={exact}"]
-    if quiet:
-        args.append("-q")
-    if junit_xml:
-        args.append(f"--junitxml={junit_xml}")
-    with contextlib.redirect_stdout(sys.stderr):
-        report.exit_code = int(pytest.main(args, plugins=[collector]))
-    report.cells, report.other_failures = collector.cells, collector.other
+    report.other_failures = contract.gaps()
+    try:
+        with psycopg.connect(conninfo(url), autocommit=True) as conn:
+            _judge_all(conn, report, exact, progress)
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:  # probes catch what a request may raise: this is the world's set-up
+        raise VerifyError(
+            f"cannot probe {report.database}: {str(exc).strip()}; the URL's role must bypass RLS, create roles and "
+            "become anon/authenticated/service_role (postgres on Supabase)"
+        ) from None
     report.after, seq_after = fingerprints(url)
     report.sequence_advance = seq_after - seq_before
     report.seconds = time.monotonic() - began
+    if junit_xml:
+        write_junit(report, junit_xml)
     return report
+
+
+def junit(report: Report) -> ET.Element:
+    """One testcase per cell (named like the report's FAILED lines), plus one for the
+    contract's coverage; a failure carries what was expected and what was measured."""
+    suites = ET.Element("testsuites")
+    suite = ET.SubElement(suites, "testsuite", {
+        "name": "dbtool verify", "tests": str(len(report.cells) + 1),
+        "failures": str(len(report.failed) + (1 if report.other_failures else 0)), "errors": "0", "skipped": "0",
+        "time": f"{report.seconds:.3f}", "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+    })
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="database", value=report.database)
+    coverage = ET.SubElement(suite, "testcase", classname="dbtool.contract", name=COVERAGE, time="0")
+    if report.other_failures:
+        ET.SubElement(coverage, "failure", message=report.other_failures[0]).text = "\n".join(report.other_failures)
+    seconds: Sequence[float] = report.cell_seconds or [0.0] * len(report.cells)
+    for cell, took in zip(report.cells, seconds, strict=True):
+        case = ET.SubElement(suite, "testcase", classname="dbtool.verify", name=cell.key, time=f"{took:.3f}")
+        if cell.failure is not None:
+            ET.SubElement(case, "failure", message=cell.failure).text = (
+                f"{cell.key}\n{cell.failure}\nmeasured: {cell.result}")
+    return suites
+
+
+def write_junit(report: Report, path: str) -> None:
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(junit(report)).write(target, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise VerifyError(f"cannot write the JUnit report {path}: {exc.strerror}; choose a writable path "
+                          "for --junit-xml") from None
 
 
 def render(report: Report) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,3 +282,23 @@ def isolate_sequences(conn: psycopg.Connection[Any], wait: str = "2s") -> list[s
         isolated = []
     conn.execute("select set_config('lock_timeout', %s, true)", (previous[0] if previous else "0",))
     return isolated
+
+
+@dataclass(frozen=True)
+class Session:
+    """A fresh world in an open transaction that will be rolled back; `isolated` lists the
+    sequences kept still (empty unless asked for, or when their lock was not free)."""
+
+    world: World
+    isolated: list[str]
+
+
+@contextmanager
+def rolled_back(conn: psycopg.Connection[Any], *, exact: bool) -> Iterator[Session]:
+    """Create a world in a transaction on `conn` (autocommit) that is always rolled back,
+    whatever the block does; `exact` also keeps the chat sequences still (see
+    isolate_sequences). Probes run in savepoints inside it."""
+    with conn.transaction():
+        isolated = isolate_sequences(conn) if exact else []
+        yield Session(create(conn), isolated)
+        raise psycopg.Rollback

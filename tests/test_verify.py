@@ -1,4 +1,4 @@
-"""`dbtool verify`: the packaged suite against a database, safe (nothing changes) and loud."""
+"""`dbtool verify`: the contract checked cell by cell on a database, safe (nothing changes) and loud."""
 
 from __future__ import annotations
 
@@ -66,13 +66,20 @@ def test_verify_text_output(chat_db: ChatDatabase) -> None:
     assert "database unchanged" in done.stdout
 
 
-def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase) -> None:
+def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase, tmp_path: Path) -> None:
     with chat_db.connect() as conn:
         conn.execute("alter policy chat_messages__select_participants on public.chat_messages using (true)")
-    done = run("verify", "--database-url", chat_db.admin_url)
+    junit = tmp_path / "policy.xml"
+    done = run("verify", "--database-url", chat_db.admin_url, "--junit-xml", str(junit))
     assert done.returncode == 1
-    assert "FAILED outsider | chat_messages select" in done.stdout
+    assert "FAILED outsider | chat_messages select: expected the ids {" in done.stdout
     assert "NOT" in done.stdout and "!ok" in done.stdout
+    failed = {case.get("name"): case.find("failure") for case in ET.parse(junit).getroot().iter("testcase")
+              if case.find("failure") is not None}
+    assert "outsider | chat_messages select" in failed
+    failure = failed["outsider | chat_messages select"]
+    assert failure is not None and failure.get("message", "").startswith("expected the ids {")
+    assert "measured: " in (failure.text or "")
 
 
 def test_fixtures_work_in_a_downstream_project(chat_db: ChatDatabase, tmp_path: Path) -> None:
@@ -109,3 +116,75 @@ def test_sequences_move_only_when_asked_not_to_keep_them(chat_db: ChatDatabase) 
     assert loose.returncode == 0
     assert last_value() > start
     assert f"the message id sequence moved by {last_value() - start}" in loose.stdout
+
+
+def test_the_plugin_reads_chat_db_exact_as_verify_reads_exact(tmp_path: Path) -> None:
+    (tmp_path / "test_mode.py").write_text(textwrap.dedent('''
+        def test_mode(pytestconfig):
+            assert pytestconfig.getoption("--chat-db-exact") is None  # auto: decided by where the database is
+    '''))
+    env = {k: v for k, v in os.environ.items() if k != "CHAT_DB_EXACT"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--chat-db-exact=maybe",
+                            str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert wrong.returncode == 4 and "'maybe' is not one of auto, yes, no" in wrong.stderr
+
+
+NO_PYTEST = '''
+import json, pkgutil, importlib, sys
+import dbtool
+from dbtool.cli import cli
+
+codes = []
+for args in sys.argv[1:]:
+    try:
+        cli.main(args.split(), prog_name="dbtool", standalone_mode=False)
+        codes.append(0)
+    except SystemExit as exc:
+        codes.append(exc.code)
+for info in pkgutil.walk_packages(dbtool.__path__, "dbtool."):
+    # the plugin, loaded by pytest itself, is the one module that needs it; __main__ would run the CLI
+    if info.name not in ("dbtool.pytest_plugin", "dbtool.__main__"):
+        importlib.import_module(info.name)
+test_tools = sorted(m for m in sys.modules if m.split(".")[0] in ("pytest", "_pytest", "pluggy", "pytest_postgresql"))
+print(json.dumps({"codes": codes, "test_tools": test_tools}))
+'''
+
+
+def test_verify_audit_and_migrate_never_import_pytest(chat_db: ChatDatabase) -> None:
+    """pytest and pytest-postgresql are the plugin's extra (chat-db[pytest]), not the tool's."""
+    commands = [f"verify --database-url {chat_db.admin_url}", f"audit --database-url {chat_db.admin_url}",
+                f"migrate --database-url {chat_db.url}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_DB_URL")}
+    done = subprocess.run([sys.executable, "-c", NO_PYTEST, *commands], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"codes": [0, 0, 0], "test_tools": []}
+
+
+def test_the_plugin_loads_without_pytest_postgresql(tmp_path: Path) -> None:
+    """Any pytest run where chat-db is installed loads its plugin: without the [pytest] extra
+    it must neither break the run nor fail with a traceback in the fixtures that need it."""
+    (tmp_path / "test_app.py").write_text(textwrap.dedent('''
+        def test_unrelated():
+            assert True
+
+        def test_needs_a_database(chat_db):
+            pass
+    '''))
+    # a package of that name first on the path that fails to import, as if it were not installed
+    shadow = tmp_path / "not-installed" / "pytest_postgresql"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'pytest_postgresql'\", "
+                                        "name='pytest_postgresql')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_DB_URL")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow.parent), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:pytest_postgresql", "-q",
+                           "test_app.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 passed, 1 error" in done.stdout
+    assert "need pytest-postgresql, which is not installed: pip install 'chat-db[pytest]'" in done.stdout
+    assert "Traceback" not in done.stdout and "During handling" not in done.stdout

@@ -14,7 +14,7 @@ from dbtool.audit import snapshot
 from dbtool.audit.config import AuditConfig
 from dbtool.errors import AuditError
 from dbtool.render import markdown, table, to_json
-from dbtool.urls import conninfo, is_local, redact
+from dbtool.urls import conninfo, redact
 
 
 @dataclass
@@ -38,13 +38,12 @@ class AuditReport:
         }
 
 
-def run(url: str, cfg: AuditConfig, *, with_matrix: bool = True, exact: bool | None = None) -> AuditReport:
+def run(url: str, cfg: AuditConfig, *, exact: bool = False, with_matrix: bool = True) -> AuditReport:
     """Static findings (read-only) and, unless disabled, the measured matrix (rolled back;
-    `exact`, by default on for local databases, keeps sequences still too)."""
+    `exact` keeps sequences still too)."""
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
         found = checks.run(conn, cfg)
-        keep = is_local(url) if exact is None else exact
-        measured = snapshot.effective_matrix(conn, cfg, keep) if with_matrix else None
+        measured = snapshot.effective_matrix(conn, cfg, exact) if with_matrix else None
     if measured:
         found = checks.ordered(found + checks.anonymous_access(measured.cells))
     return AuditReport(redact(url), list(cfg.exposed_schemas), found, measured.cells if measured else None,

@@ -36,14 +36,12 @@ def effective_matrix(conn: psycopg.Connection[Any], cfg: AuditConfig, exact: boo
     """Probe every operation as every persona inside a transaction that is rolled back;
     `exact` also keeps the chat sequences still (pausing message inserts meanwhile)."""
     require_chat_schema(conn, "measure the access matrix of", "--no-matrix gives the static findings alone")
-    with conn.transaction():
-        isolated = worlds.isolate_sequences(conn) if exact else []
-        world = worlds.create(conn)
+    with worlds.rolled_back(conn, exact=exact) as session:
+        world = session.world
         callers = probes.callers(world) + [
             probes.custom_caller(world, p.name, p.role, p.acts_as, p.claims) for p in cfg.personas]
-        measured = Measured(matrix.measure(conn, world, callers), {c.label: c.persona.role for c in callers}, isolated)
-        raise psycopg.Rollback
-    return measured
+        return Measured(matrix.measure(conn, world, callers), {c.label: c.persona.role for c in callers},
+                        session.isolated)
 
 
 def _grants(conn: psycopg.Connection[Any], cfg: AuditConfig) -> dict[str, list[str]]:

@@ -1,24 +1,24 @@
-"""The persona x object x operation matrix of DESIGN §3, asserted cell by cell.
+"""The contract of DESIGN §3, §8 and §9 as data: what each persona must get from each probe.
 
-Each cell runs one probe (dbtool.probes) as one persona inside the rolled-back world of
-the `chat_world` fixture, and checks the contract: which rows are allowed, or the exact
-rejection (SQLSTATE and message). Safe on any database with the schema (`dbtool verify`).
+One expectation per cell of the access matrix (a probe of dbtool.probes run as one persona):
+allowed, with the rows it must see or the number it must change, or refused with the exact
+SQLSTATE and message. `judge` gives a measured cell the contract's verdict; `dbtool verify`
+and the policy suite (tests/test_policy_matrix.py) both go through it, while `dbtool audit`
+only measures (dbtool.matrix).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-
-import pytest
 
 from dbtool import estimates
 from dbtool.limits import MESSAGES, THREADS
-from dbtool.matrix import cell
+from dbtool.matrix import Cell, cell
 from dbtool.postgrest import Outcome
-from dbtool.probes import ALL_PROBES, ESTIMATE_PROBES, PERSONAS, REALTIME_PROBES, Probe, caller
-from dbtool.pytest_plugin import WorldSession
+from dbtool.probes import ALL_PROBES, PERSONAS, Caller, Probe
 from dbtool.world import World
 
 
@@ -32,18 +32,31 @@ class Expect:
     rows: Callable[[World, Outcome], Any] | None = None  # returns what `expected` must equal
     expected: Callable[[World], Any] | None = None
     rowcount: int | None = None
+    what: str = "rows"  # names what `rows` returns, for the failure text
 
-    def check(self, world: World, got: Outcome) -> None:
+    def check(self, world: World, got: Outcome) -> str | None:
+        """None when `got` is what the contract says; otherwise what was expected and what came."""
         if not self.allowed:
-            assert not got.ok, f"expected a refusal ({self.sqlstate} {self.message}), got {got.describe()}"
-            assert (got.sqlstate, got.message and got.message[: len(self.message or "")]) == (
-                self.sqlstate, self.message), f"wrong refusal: {got.sqlstate} {got.message}"
-            return
-        assert got.ok, f"expected allowed, got {got.sqlstate} {got.message}"
+            if got.ok:
+                return f"expected a refusal ({self.sqlstate} {self.message}), got {got.describe()}"
+            if got.sqlstate != self.sqlstate or got.message is None or not got.message.startswith(self.message or ""):
+                return f"wrong refusal: expected {self.sqlstate} {self.message}, got {got.sqlstate} {got.message}"
+            return None
+        if not got.ok:
+            return f"expected allowed, got {got.sqlstate} {got.message}"
         if self.rows is not None and self.expected is not None:
-            assert self.rows(world, got) == self.expected(world)
-        if self.rowcount is not None:
-            assert got.rowcount == self.rowcount
+            seen, wanted = self.rows(world, got), self.expected(world)
+            if seen != wanted:
+                return f"expected {self.what} {_shown(wanted)}, got {_shown(seen)}"
+        if self.rowcount is not None and got.rowcount != self.rowcount:
+            return f"expected {self.rowcount} row(s) affected, got {got.rowcount}"
+        return None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, set | frozenset):
+        return "{" + ", ".join(sorted(map(str, value), key=lambda v: (len(v), v))) + "}"  # 2 before 10
+    return value if isinstance(value, str) else repr(value)
 
 
 def denied(sqlstate: str, message: str) -> Expect:
@@ -69,12 +82,13 @@ def column_set(column: str) -> Callable[[World, Outcome], set[Any]]:
 
 
 def exactly(column: str, values: Callable[[World], set[Any]]) -> Expect:
-    return Expect(True, rows=column_set(column), expected=values)
+    return Expect(True, rows=column_set(column), expected=values, what=f"the {column}s")
 
 
 def some_rows() -> Expect:
     # service_role on a real database sees real rows too: only "allowed and not empty".
-    return Expect(True, rows=lambda w, got: len(got.rows) > 0, expected=lambda w: True)
+    return Expect(True, rows=lambda w, got: "some rows" if got.rows else "no rows", expected=lambda w: "some rows",
+                  what="")
 
 
 def affected(count: int) -> Expect:
@@ -90,11 +104,13 @@ def per_persona(anon: Expect, no_sub: Expect, outsider: Expect, a: Expect, b: Ex
     unless said otherwise it gets what anon gets (the same "permission denied"). The guest-link
     personas (DESIGN §8) are keyword arguments; `guests=` gives all of them at once."""
     every_guest = guests.pop("guests", None)
-    by_key = {"anon": anon, "no_sub": no_sub, "outsider": outsider, "participant_a": a, "participant_b": b,
-              "custom_role": custom or anon, "service_role": service,
-              **{k: guests.get(k, every_guest) for k in GUEST_PERSONAS}}  # type: ignore[dict-item]
-    assert set(by_key) == set(PERSONAS) and all(by_key.values()), f"missing: {[k for k, v in by_key.items() if not v]}"
-    return by_key
+    by_key: dict[str, Expect | None] = {
+        "anon": anon, "no_sub": no_sub, "outsider": outsider, "participant_a": a, "participant_b": b,
+        "custom_role": custom or anon, "service_role": service, **{k: guests.get(k, every_guest) for k in GUEST_PERSONAS}}
+    missing = [k for k, v in by_key.items() if v is None]
+    if set(by_key) != set(PERSONAS) or missing:
+        raise ValueError(f"an expectation per persona is needed; missing: {missing}")
+    return {k: v for k, v in by_key.items() if v is not None}
 
 
 def users(expect: Expect, service: Expect) -> dict[str, Expect]:
@@ -112,20 +128,22 @@ def signed_in(anon: Expect, no_sub: Expect, everyone: Expect, service: Expect, *
 def cursors(expected: Callable[[World], list[tuple[str, int, int]]]) -> Expect:
     """A receipt RPC's answer: (thread_id, delivered_up_to, read_up_to)."""
     return Expect(True, rows=lambda w, got: [(r["thread_id"], r["delivered_up_to"], r["read_up_to"]) for r in got.rows],
-                  expected=expected)
+                  expected=expected, what="(thread_id, delivered_up_to, read_up_to)")
 
 
 def inbox_in_any_order(expected: Callable[[World], list[tuple[str, int, int, int]]]) -> Expect:
     """chat_inbox rows as a set, where threads tie on activity (a world is made in one
     transaction: its messages share one timestamp)."""
     return Expect(True, rows=lambda w, got: sorted((r["thread_id"], r["unread"], r["delivered_up_to"], r["read_up_to"])
-                                                   for r in got.rows), expected=lambda w: sorted(expected(w)))
+                                                   for r in got.rows), expected=lambda w: sorted(expected(w)),
+                  what="(thread_id, unread, delivered_up_to, read_up_to), sorted")
 
 
 def inbox(expected: Callable[[World], list[tuple[str, int, int, int]]]) -> Expect:
     """chat_inbox rows: (thread_id, unread, the other party's delivered_up_to and read_up_to)."""
     return Expect(True, rows=lambda w, got: [(r["thread_id"], r["unread"], r["delivered_up_to"], r["read_up_to"])
-                                             for r in got.rows], expected=expected)
+                                             for r in got.rows], expected=expected,
+                  what="(thread_id, unread, delivered_up_to, read_up_to)")
 
 
 T, F, M = "table", "function", None  # readability of the table below
@@ -147,32 +165,36 @@ def _thread(w: World, name: str) -> str:
 
 
 def history(key: str) -> Expect:
-    return Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages[key][::-1])
+    return Expect(True, rows=lambda w, got: [r["id"] for r in got.rows], expected=lambda w: w.messages[key][::-1],
+                  what="message ids, newest first")
 
 
 def sent(sender: Callable[[World], str], mongo: Callable[[World], str | None],
          recipient: Callable[[World], str | None]) -> Expect:
     return Expect(True, rows=lambda w, got: [(r["sender_supabase_id"], r["sender_mongo_id"], r["recipient_mongo_id"],
                                               r["body"]) for r in got.rows],
-                  expected=lambda w: [(_uuid(sender(w)), mongo(w), recipient(w), "hello")])
+                  expected=lambda w: [(uuid.UUID(sender(w)), mongo(w), recipient(w), "hello")],
+                  what="(sender_supabase_id, sender_mongo_id, recipient_mongo_id, body)")
 
 
 def one_row() -> Expect:
-    return Expect(True, rows=lambda w, got: len(got.rows), expected=lambda w: 1)
+    return Expect(True, rows=lambda w, got: len(got.rows), expected=lambda w: 1, what="row count")
 
 
 def redeemed(thread: Callable[[World], str] | None) -> Expect:
     """A redemption of the host's link: the caller's existing session, or a new g_ thread."""
     return Expect(True, rows=lambda w, got: [(r["thread_id"] if thread else r["thread_id"][:2], r["host_mongo_id"])
                                              for r in got.rows],
-                  expected=lambda w: [(thread(w) if thread else "g_", w.dave.mongo_id)])
+                  expected=lambda w: [(thread(w) if thread else "g_", w.dave.mongo_id)],
+                  what="(thread_id or its g_ prefix, host_mongo_id)")
 
 
 ab_messages = ids("ab")
 NO_IDENTITY_SENDER = denied("42501", "sender does not match caller")
 GUESTS_REFUSED = denied("42501", "guests cannot create links")
 LINK_NOT_FOUND = denied("P0002", "link not found")
-NEW_LINK = Expect(True, rows=lambda w, got: [len(r["token"]) for r in got.rows], expected=lambda w: [43])
+NEW_LINK = Expect(True, rows=lambda w, got: [len(r["token"]) for r in got.rows], expected=lambda w: [43],
+                  what="token lengths")
 EXPECT: dict[str, dict[str, Expect]] = {
     "chat_identities select": per_persona(
         no_privilege(T, "chat_identities"), exactly("supabase_user_id", lambda w: set()),
@@ -272,7 +294,7 @@ EXPECT: dict[str, dict[str, Expect]] = {
     "list_chat_links() call": signed_in(
         no_privilege(F, "list_chat_links"), NOT_AUTHENTICATED, exactly("link_id", lambda w: set()), NOT_AUTHENTICATED,
         host=Expect(True, rows=lambda w, got: [(str(r["link_id"]), r["guests"], r["status"]) for r in got.rows],
-                    expected=lambda w: [(w.guests.link_id, 3, "active")])),
+                    expected=lambda w: [(w.guests.link_id, 3, "active")], what="(link_id, guests, status)")),
     "insert_chat_message() call (guest thread, no Mongo ids)": signed_in(
         no_privilege(F, "insert_chat_message"), NOT_AUTHENTICATED, THREAD_NOT_FOUND, NOT_AUTHENTICATED,
         host=NO_IDENTITY_SENDER, guest=sent(lambda w: w.guests.active.uid, lambda w: None, lambda w: None)),
@@ -331,20 +353,16 @@ EXPECT: dict[str, dict[str, Expect]] = {
 }
 
 
-def _uuid(value: str) -> Any:
-    import uuid
-
-    return uuid.UUID(value)
-
-
 @dataclass(frozen=True)
 class ChannelExpect:
     """A Realtime check answers yes or no (a refused write is SQLSTATE 42501, taken as no)."""
 
     allowed: bool
 
-    def check(self, world: World, got: Outcome) -> None:
-        assert got.ok == self.allowed, f"expected {'allowed' if self.allowed else 'denied'}, got the opposite"
+    def check(self, world: World, got: Outcome) -> str | None:
+        if got.ok == self.allowed:
+            return None
+        return f"expected {'allowed' if self.allowed else 'denied'}, got {'allowed' if got.ok else 'denied'}"
 
 
 def _realtime_expectation(probe: Probe, persona: str) -> ChannelExpect:
@@ -368,13 +386,15 @@ class EstimateExpect:
     refusal: Expect | None = None
     must_match: bool = True  # service_role reads every row anyway: its estimates may follow them
 
-    def check(self, world: World, got: Outcome) -> None:
+    def check(self, world: World, got: Outcome) -> str | None:
         if self.refusal is not None:
-            self.refusal.check(world, got)
-            return
-        assert got.ok, f"expected a planned count, got {got.sqlstate} {got.message}"
+            return self.refusal.check(world, got)
+        if not got.ok:
+            return f"expected a planned count, got {got.sqlstate} {got.message}"
         if self.must_match and estimates.leaks(got):
-            raise AssertionError(f"the estimate depends on rows the caller cannot see: {estimates.describe(got)}")
+            return f"expected the same estimate as for a missing value, got {estimates.describe(got)} (the estimate " \
+                   "depends on rows the caller cannot see)"
+        return None
 
 
 SAME_ESTIMATE = EstimateExpect()
@@ -384,35 +404,44 @@ ESTIMATE_EXPECT = {"anon": NO_ESTIMATE, "no_sub": SAME_ESTIMATE, "outsider": SAM
                    **{k: SAME_ESTIMATE for k in GUEST_PERSONAS}}
 
 
-def expectation(probe: Probe, persona: str) -> Expect | ChannelExpect | EstimateExpect:
+Expectation = Expect | ChannelExpect | EstimateExpect
+
+
+def expectation(probe: Probe, persona: str) -> Expectation | None:
+    """What the contract says `persona` (a key of dbtool.probes.PERSONAS) must get from `probe`;
+    None where it says nothing (see `gaps`)."""
     if probe.kind == "realtime":
         return _realtime_expectation(probe, persona)
     if probe.kind == "estimate":
-        return ESTIMATE_EXPECT[persona]
-    return EXPECT[probe.key][persona]
+        return ESTIMATE_EXPECT.get(persona)
+    return EXPECT.get(probe.key, {}).get(persona)
 
 
-CELLS = [(probe, persona) for probe in ALL_PROBES for persona in PERSONAS]
-
-
-def _cell_id(cell: Any) -> str:
-    return cell.key if isinstance(cell, Probe) else str(cell)
-
-
-def test_every_table_and_rpc_probe_has_an_expectation_per_persona() -> None:
+def gaps() -> list[str]:
+    """Where the contract and the probes disagree: a probe or persona with no expectation, or
+    an expectation for a probe that does not exist. Empty when every cell is covered."""
     keys = {p.key for p in ALL_PROBES if p.kind in ("table", "rpc")}
-    assert keys == set(EXPECT)
-    assert all(set(cells) == set(PERSONAS) for cells in EXPECT.values())
-    assert len(REALTIME_PROBES) == 11 * 4
-    assert len(ESTIMATE_PROBES) == len(estimates.SUBJECTS) and set(ESTIMATE_EXPECT) == set(PERSONAS)
+    out = [f"the contract has no expectations for the probe {key!r}" for key in sorted(keys - set(EXPECT))]
+    out += [f"the contract has expectations for {key!r}, which no probe runs" for key in sorted(set(EXPECT) - keys)]
+    out += [f"the contract's expectations for {key!r} name {sorted(by)} instead of every persona"
+            for key, by in EXPECT.items() if set(by) != set(PERSONAS)]
+    if set(ESTIMATE_EXPECT) != set(PERSONAS):
+        out.append(f"the contract's estimate expectations name {sorted(ESTIMATE_EXPECT)} instead of every persona")
+    return out
 
 
-@pytest.mark.parametrize(("probe", "persona"), CELLS, ids=[f"{pe}|{pr.key}" for pr, pe in CELLS])
-def test_cell(chat_world_shared: WorldSession, probe: Probe, persona: str,
-              record_property: Callable[[str, Any], None]) -> None:
-    # Every probe runs in a savepoint that is rolled back: cells cannot see each other's effects.
-    chat_world = chat_world_shared
-    who = caller(chat_world.world, persona)
-    got = probe.run(chat_world.conn, chat_world.world, who)
-    record_property("chat_db_cell", cell(probe, who, got).__dict__)
-    expectation(probe, persona).check(chat_world.world, got)
+def judge(world: World, probe: Probe, who: Caller, got: Outcome) -> Cell:
+    """The measured cell with the contract's verdict: `passed`, and in `failure` what was
+    expected and what came instead."""
+    measured = cell(probe, who, got)
+    expect = expectation(probe, who.key)
+    failure: str | None
+    if expect is None:
+        failure = f"the contract says nothing about {who.key} for {probe.key}"
+    else:
+        try:
+            failure = expect.check(world, got)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            # rows of another shape than the contract reads (a renamed or missing column)
+            failure = f"expected other columns, got {got.describe()} ({type(exc).__name__}: {exc})"
+    return replace(measured, passed=failure is None, failure=failure)
