@@ -42,12 +42,16 @@ MARKER = re.compile(r"<!-- BEGIN GENERATED (?P<name>[a-z0-9-]+): (?P<command>.+?
                     r"(?P<body>.*?)"
                     r"<!-- END GENERATED (?P=name) -->", re.S)
 
-# The misconfiguration docs/security.md shows the audit catching: a second policy with a bare
+# The misconfiguration docs/policies.md shows the audit catching: a second policy with a bare
 # auth.uid(), and SELECT granted to anon.
 PLANTED_SQL = """\
 create policy own_again on public.chat_identities for select to authenticated
   using (supabase_user_id = auth.uid());
 grant select on public.chat_messages to anon;"""
+
+
+class RegionError(Exception):
+    """A marker the generator does not know, or output it cannot place."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ def _without_heading(markdown: str) -> str:
     """The audit's Markdown starts with a heading naming the database it ran on (a temporary
     one here); the rest is what the page shows."""
     heading, _, rest = markdown.partition("\n\n")
-    assert heading.startswith("## RLS audit of "), heading
+    if not heading.startswith("## RLS audit of "):
+        raise RegionError(f"the audit's Markdown no longer starts with its heading: {heading!r}")
     return rest
 
 
@@ -121,10 +126,6 @@ GENERATORS: dict[str, Generator] = {
                                 lambda _cmd, url: planted_findings(url)),
     "bench": Generator("python -m bench.report ", False, lambda cmd, _url: bench_report(cmd)),
 }
-
-
-class RegionError(Exception):
-    pass
 
 
 def generator(region: Region) -> Generator:
