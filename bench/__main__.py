@@ -21,8 +21,8 @@ import click
 
 from bench import figures, receipts
 from bench.harness import embedded_server, prepare
+from bench.report import render
 from dbtool import __version__
-from dbtool.render import markdown
 
 STEPS = ("history", "member-reads", "estimates", "inserts", "limits", "realtime-checks", "guests", "inbox",
          "receipts", "receipts-send-cost", "reset")
@@ -44,16 +44,6 @@ def machine(server_version: str) -> dict[str, Any]:
     return {"cores": os.cpu_count(), "cpu": model, "kernel": platform.release(), "python": platform.python_version(),
             "postgresql": server_version, "chat_db": __version__,
             "server_settings": "fsync=off, synchronous_commit=off (the dbtool local server)"}
-
-
-def render(result: dict[str, Any]) -> str:
-    rows = [(f["title"], f["goal"] or "—", f["measured"], f["verdict"]) for f in result["figures"]]
-    m = result["machine"]
-    head = (f"{m['cores']} cores ({m['cpu']}), PostgreSQL {m['postgresql']}, {m['server_settings']}; dataset "
-            f"{result['dataset']['messages']:,} messages / {result['dataset']['threads']:,} threads / "
-            f"{result['dataset']['users']:,} users; {result['trials']} interleaved trials of {result['seconds']}s "
-            f"each; ratio = median of per-trial ratios (min–max). {result['date']}.")
-    return head + "\n\n" + markdown(["figure", "goal", "measured", "verdict"], rows)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

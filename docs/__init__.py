@@ -1,0 +1,1 @@
+"""The reference pages, and the code that regenerates the tables in them (`docs.generate`)."""
