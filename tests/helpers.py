@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from click.testing import CliRunner, Result
 
 from dbtool import world as worlds
+from dbtool.cli import cli
 from dbtool.pytest_plugin import ChatDatabase
 
 
@@ -24,3 +26,23 @@ class WorldDb:
         tables = ("public.chat_identities", "public.chat_threads", "public.chat_messages", "public.chat_receipts",
                   "realtime.messages")
         return {t: self.admin.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}  # type: ignore[index]
+
+
+# Variables that would otherwise leak in from the shell running the tests.
+CLEAN = {name: None for name in ("DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE", "PGSERVICEFILE",
+                                 "PGSYSCONFDIR", "DBTOOL_LOCK_TIMEOUT", "DBTOOL_STATEMENT_TIMEOUT", "DBTOOL_LOCK_WAIT")}
+
+
+def cli_run(*args: str, **env: str) -> Result:
+    """`dbtool ARGS` in-process, with only the connection variables given here."""
+    return CliRunner().invoke(cli, list(args), env={**CLEAN, **env})
+
+
+def cli_error(result: Result) -> str:
+    """The one line a failed command printed, after checking how it failed."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
