@@ -35,7 +35,7 @@ from psycopg import sql
 
 from dbtool import build, local, world
 from dbtool.config import LocalConfig, local_config
-from dbtool.urls import conninfo, is_local, with_database
+from dbtool.urls import conninfo, is_local
 
 if TYPE_CHECKING:
     from pytest_postgresql.janitor import DatabaseJanitor
@@ -154,13 +154,12 @@ def chat_db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
 @pytest.fixture(scope="session")
 def chat_db_template(chat_db_server: EmbeddedServer) -> ChatDatabase:
     """The migrated template, built once per session like `dbtool reset` builds a database."""
-    janitor = _janitor(chat_db_server, TEMPLATE_NAME)
-    janitor.init()
+    # Created as a template from the start (the janitor's as_template); a template still
+    # accepts connections, so build.prepare runs in it, and each clone's janitor ends the
+    # connections left to it before CREATE DATABASE ... TEMPLATE.
+    _janitor(chat_db_server, TEMPLATE_NAME, as_template=True).init()
     db = chat_db_server.database(TEMPLATE_NAME)
     build.prepare(db.admin_url, db.url)
-    with psycopg.connect(conninfo(with_database(db.admin_url, "postgres")), autocommit=True) as conn:
-        build.terminate_connections(conn, TEMPLATE_NAME)
-        conn.execute(sql.SQL("alter database {} is_template true").format(sql.Identifier(TEMPLATE_NAME)))
     return db
 
 

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 import pytest
 
 from dbtool import build, standin
 from dbtool import world as worlds
 from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
-
-
-@dataclass(frozen=True)
-class WorldDb:
-    """A fresh clone holding a committed world, and an admin connection to it."""
-
-    db: ChatDatabase
-    world: worlds.World
-    admin: psycopg.Connection[Any]
-
-    def counts(self) -> dict[str, int]:
-        """Rows in every table a chat call could write to."""
-        tables = ("public.chat_identities", "public.chat_threads", "public.chat_messages", "public.chat_receipts",
-                  "realtime.messages")
-        return {t: self.admin.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}  # type: ignore[index]
+from tests.helpers import WorldDb
 
 
 @pytest.fixture

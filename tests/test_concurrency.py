@@ -14,7 +14,7 @@ from dbtool import world as worlds
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.world import Member
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 
 T = TypeVar("T")
 HISTORY_TYPES = {"_before_created_at": "timestamptz", "_before_id": "bigint", "_limit": "int", "_client_id": "uuid"}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dbtool import limits, postgrest
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 from tests.test_guests import add_anonymous, create_link, guest_send, redeem, refused
 
 

@@ -17,7 +17,7 @@ from dbtool import limits, personas, postgrest, realtime
 from dbtool import world as worlds
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 
 TYPES = {"_ttl": "interval", "_max_guests": "int", "_link_id": "uuid", "_client_id": "uuid",
          "_before_created_at": "timestamptz", "_before_id": "bigint", "_limit": "int", "_up_to_id": "bigint"}

@@ -10,7 +10,7 @@ import pytest
 
 from dbtool import limits
 from dbtool.postgrest import Outcome
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 from tests.test_concurrency import in_parallel
 from tests.test_guests import add_anonymous, call, create_link, guest_send, redeem
 

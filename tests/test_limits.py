@@ -29,7 +29,7 @@ from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.pytest_plugin import WorldSession
 from dbtool.world import Member, World
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 from tests.test_concurrency import in_parallel
 
 MESSAGE_COLUMNS = {"thread_id": "text", "sender_mongo_id": "text", "recipient_mongo_id": "text",

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from dbtool import personas, postgrest, realtime
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 
 
 def send(wdb: WorldDb, body: str = "hi") -> tuple[dict[str, Any], list[str]]:

@@ -15,7 +15,7 @@ from dbtool import personas, postgrest, realtime
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
 from dbtool.world import Member
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 
 TYPES = {"_up_to_id": "bigint", "_limit": "int", "_before_activity_at": "timestamptz", "_ttl": "interval", "_link_id": "uuid",
          "_max_guests": "int"}

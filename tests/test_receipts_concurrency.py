@@ -13,7 +13,7 @@ from dbtool import limits, personas
 from dbtool import world as worlds
 from dbtool.postgrest import Outcome
 from dbtool.world import Member
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 from tests.test_concurrency import in_parallel
 from tests.test_receipts import call, ok
 

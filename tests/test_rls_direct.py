@@ -10,7 +10,7 @@ import pytest
 
 from dbtool import postgrest
 from dbtool.world import Member
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 
 INSERT_THREAD = ("insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "
                  "user_b_supabase_id) values (%s, %s, %s, %s, %s)")

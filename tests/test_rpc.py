@@ -12,7 +12,7 @@ import pytest
 from dbtool import personas, postgrest
 from dbtool.personas import Persona
 from dbtool.postgrest import Outcome
-from tests.conftest import WorldDb
+from tests.helpers import WorldDb
 
 SEND_TYPES = {"_client_id": "uuid"}
 HISTORY_TYPES = {"_before_created_at": "timestamptz", "_before_id": "bigint", "_limit": "int"}

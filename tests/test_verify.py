@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -82,26 +81,6 @@ def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase, tmp_path
     assert "measured: " in (failure.text or "")
 
 
-def test_fixtures_work_in_a_downstream_project(chat_db: ChatDatabase, tmp_path: Path) -> None:
-    """An application's own tests use the plugin (installed with chat-db) against a database."""
-    (tmp_path / "test_app.py").write_text(textwrap.dedent('''
-        from dbtool import postgrest, realtime
-
-        def test_my_backend_query(chat_world):
-            w = chat_world.world
-            got = postgrest.run(chat_world.conn, w.bob.persona,
-                                "select body from public.chat_messages where thread_id = %s order by id",
-                                [w.thread_ab])
-            assert [r["body"] for r in got.rows] == ["hi bob", "hi alice", "how are you?"]
-            assert realtime.read_check(chat_world.conn, w.bob.persona, f"chat:{w.thread_ab}").can_join
-    '''))
-    env = {**os.environ, "CHAT_DB_URL": chat_db.admin_url}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed" in done.stdout
-
-
 def test_sequences_move_only_when_asked_not_to_keep_them(chat_db: ChatDatabase) -> None:
     def last_value() -> int:
         with chat_db.connect(admin=True) as conn:
@@ -116,20 +95,6 @@ def test_sequences_move_only_when_asked_not_to_keep_them(chat_db: ChatDatabase) 
     assert loose.returncode == 0
     assert last_value() > start
     assert f"the message id sequence moved by {last_value() - start}" in loose.stdout
-
-
-def test_the_plugin_reads_chat_db_exact_as_verify_reads_exact(tmp_path: Path) -> None:
-    (tmp_path / "test_mode.py").write_text(textwrap.dedent('''
-        def test_mode(pytestconfig):
-            assert pytestconfig.getoption("--chat-db-exact") is None  # auto: decided by where the database is
-    '''))
-    env = {k: v for k, v in os.environ.items() if k != "CHAT_DB_EXACT"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    wrong = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--chat-db-exact=maybe",
-                            str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert wrong.returncode == 4 and "'maybe' is not one of auto, yes, no" in wrong.stderr
 
 
 NO_PYTEST = '''
@@ -163,28 +128,3 @@ def test_verify_audit_and_migrate_never_import_pytest(chat_db: ChatDatabase) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {"codes": [0, 0, 0], "test_tools": []}
-
-
-def test_the_plugin_loads_without_pytest_postgresql(tmp_path: Path) -> None:
-    """Any pytest run where chat-db is installed loads its plugin: without the [pytest] extra
-    it must neither break the run nor fail with a traceback in the fixtures that need it."""
-    (tmp_path / "test_app.py").write_text(textwrap.dedent('''
-        def test_unrelated():
-            assert True
-
-        def test_needs_a_database(chat_db):
-            pass
-    '''))
-    # a package of that name first on the path that fails to import, as if it were not installed
-    shadow = tmp_path / "not-installed" / "pytest_postgresql"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'pytest_postgresql'\", "
-                                        "name='pytest_postgresql')\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_DB_URL")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow.parent), env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:pytest_postgresql", "-q",
-                           "test_app.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 passed, 1 error" in done.stdout
-    assert "need pytest-postgresql, which is not installed: pip install 'chat-db[pytest]'" in done.stdout
-    assert "Traceback" not in done.stdout and "During handling" not in done.stdout
