@@ -121,6 +121,32 @@ def test_invalid_arguments(world_db: WorldDb, function: str, args: dict[str, Any
     assert_refused(world_db, w.alice.persona, function, full, "22023", message)
 
 
+THREAD_ID = r"^(?:[0-9a-f]{24}_[0-9a-f]{24}|g_[0-9a-f]{32})$"  # DESIGN §3 and §8, as 0008 wrote it
+HEX24 = "0123456789abcdef01234567"
+TRICKY_THREAD_IDS = [
+    f"{HEX24}_{HEX24}", f"{HEX24.upper()}_{HEX24}", "g_" + "ab" * 16, "G_" + "ab" * 16,
+    f"{HEX24}_{HEX24}0", f"{HEX24[:-1]}_{HEX24}0", f"{HEX24}__{HEX24[1:]}", f"{HEX24}-{HEX24}", f"{HEX24}_{HEX24[:-1]}g",
+    f"{HEX24}_{HEX24[:-1]}\n", f" {HEX24}_{HEX24[1:]}", "g_" + "ab" * 15 + "a", "g_" + "ab" * 16 + "a",
+    "g__" + "ab" * 15 + "a", "g_" + "ab" * 15 + "a_", "gg" + "ab" * 16, "g_" + "ａ" * 32, f"{HEX24}_{HEX24[:-1]}é",
+    "", "_", "g_", f"{HEX24}_",
+]
+
+
+@pytest.mark.parametrize("function", MARKS)
+def test_the_thread_id_check_is_the_regular_expression(world_db: WorldDb, function: str) -> None:
+    """0009 checks _thread_id with string functions; they accept exactly what 0008's regular
+    expression accepted (after lower())."""
+    w = world_db.world
+    for thread in TRICKY_THREAD_IDS:
+        expected = world_db.admin.execute("select lower(%s) ~ %s", (thread, THREAD_ID)).fetchone()
+        got = call(world_db, w.alice.persona, function, {"_thread_id": thread, "_up_to_id": w.messages["ab"][0]})
+        assert not got.ok, thread
+        shape_refused = got.sqlstate == "22023" and (got.message or "").startswith("_thread_id must look like")
+        assert expected is not None and shape_refused == (not expected[0]), (thread, got.describe())
+        if expected[0]:
+            assert (got.sqlstate, got.message) == ("P0002", "thread not found"), thread
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ({"_limit": 0}, "_limit must be between 1 and 100"),
     ({"_limit": 101}, "_limit must be between 1 and 100"),

@@ -18,8 +18,9 @@ Why the shapes below (DBA notes, DESIGN §7 and §9; behaviour is unchanged):
 * mark_chat_read / mark_chat_delivered / chat_inbox were SQL wrappers with a SET clause:
   never inlined, their query was planned again on every call. They are PL/pgSQL
   wrappers now (plans cached per session), still SECURITY INVOKER with search_path ''.
-* chat_mark_receipt takes its token like the message trigger does (the common case
-  inline, take_tokens for the rest) and broadcasts inline instead of through a helper
+* chat_mark_receipt checks the thread id with string functions instead of a regular
+  expression, takes its token like the message trigger does (the common case inline,
+  take_tokens for the rest) and broadcasts inline instead of through a helper
   with two SET clauses; the broadcast keeps 0008's guarantees (lock wait at most 250ms,
   a failure is a WARNING with the same text, never a failed cursor update).
 * Policy DDL is one ALTER POLICY, last.
@@ -86,7 +87,13 @@ begin
     raise exception using errcode = '42501', message = 'not authenticated',
       hint = 'call with a signed-in user''s access token';
   end if;
-  if wanted_thread is null or wanted_thread !~ '^(?:[0-9a-f]{24}_[0-9a-f]{24}|g_[0-9a-f]{32})$' then
+  -- <24 hex>_<24 hex> or g_<32 hex>, checked with string functions: the same test as
+  -- 0008's regular expression at a fraction of its cost on every call.
+  if wanted_thread is null or not (
+       (length(wanted_thread) = 49 and strpos(wanted_thread, '_') = 25
+        and translate(wanted_thread, '0123456789abcdef', '') = '_')
+    or (length(wanted_thread) = 34 and starts_with(wanted_thread, 'g_')
+        and translate(substr(wanted_thread, 3), '0123456789abcdef', '') = '')) then
     raise exception using errcode = '22023',
       message = '_thread_id must look like <mongo id>_<mongo id> (24 hexadecimal characters each) '
                 || 'or g_<32 hexadecimal characters>';
