@@ -19,8 +19,10 @@ from typing import Any
 import psycopg
 
 from bench.harness import Database, Dataset, Paired, Progress, Server, interleave, pgbench, timed
-from dbtool import estimates, personas, plans, postgrest, realtime, reset
-from dbtool.target import Target
+from dbtool.database import Target
+from dbtool.ops import reset
+from dbtool.policy import estimates, plans
+from dbtool.supabase import personas, postgrest, realtime
 
 
 @dataclass

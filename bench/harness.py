@@ -24,9 +24,10 @@ from typing import Any
 
 import psycopg
 
-from dbtool import build, local, seed
 from dbtool.config import LocalConfig, local_config
-from dbtool.pgbin import find_binaries
+from dbtool.ops import build, seed
+from dbtool.server import local
+from dbtool.server.pgbin import find_binaries
 
 Progress = Callable[[str], None]
 

@@ -12,19 +12,17 @@ from typing import Any
 import click
 import psycopg
 
-from dbtool import __version__, local, migrate, seed, smoke, standin, stats
-from dbtool import export as export_lib
-from dbtool import reset as reset_lib
-from dbtool import schema as schemas
-from dbtool import target as targets
-from dbtool import verify as verify_lib
+from dbtool import __version__, database, smoke
 from dbtool.audit import config as audit_config
 from dbtool.audit import findings as audit_findings
 from dbtool.audit import report as audit_report
-from dbtool.audit import snapshot as audit_snapshot_lib
+from dbtool.audit import snapshot
 from dbtool.config import MigrationConfig, local_config, migration_config
 from dbtool.errors import DbtoolError
+from dbtool.ops import export, migrate, reset, schema, seed, standin, stats
+from dbtool.policy import verify
 from dbtool.render import table, to_json
+from dbtool.server import local
 
 
 class DbtoolGroup(click.Group):
@@ -234,7 +232,7 @@ def standin_install(database_url: str | None, as_json: bool) -> None:
     Example:
       dbtool standin install --database-url postgresql://postgres:pw@127.0.0.1:5432/app
     """
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
         result = standin.install(conn)
     emit(as_json, result.__dict__, lambda: _installed_text(result))
@@ -291,7 +289,7 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
     if offline:
         click.echo(migrate.offline_sql(to, timeouts=timeouts), nl=False)
         return
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     progress(f"migrating {tgt.describe()} to {to}")
     result = migrate.upgrade(migrate.MigrateSettings.of(tgt.url, timeouts), to, progress)
     emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
@@ -317,7 +315,7 @@ def downgrade_cmd(revision: str, offline: bool, database_url: str | None, timeou
         click.echo(migrate.offline_sql(revision if ":" in revision else f"head:{revision}", down=True,
                                        timeouts=timeouts), nl=False)
         return
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     progress(f"downgrading {tgt.describe()} to {revision}")
     result = migrate.downgrade(migrate.MigrateSettings.of(tgt.url, timeouts), revision, progress)
     emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
@@ -340,7 +338,7 @@ def _demo_text(demo: seed.DemoData | None) -> str:
     ])
 
 
-def _reset_text(result: reset_lib.ResetResult) -> str:
+def _reset_text(result: reset.ResetResult) -> str:
     how = (f"kept the database and wiped its data ({result.wipe_method})" if result.mode == "fast"
            else "rebuilt the database (stand-in, migrations)")
     return f"reset in {result.seconds * 1000:.0f} ms: {how}; {result.reason}; at revision {result.revision}"
@@ -364,8 +362,8 @@ def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, 
       dbtool reset            # the local server's database
       dbtool reset --full --database-url postgresql://postgres:pw@localhost:5432/chat_ci
     """
-    tgt = targets.resolve(database_url, local_config())
-    result = reset_lib.reset(tgt, full=full, force=force, with_seed=not no_seed, progress=progress)
+    tgt = database.resolve(database_url, local_config())
+    result = reset.reset(tgt, full=full, force=force, with_seed=not no_seed, progress=progress)
     data = {**{k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None}
     emit(as_json, data, lambda: _reset_text(result) + "\n\n" + _demo_text(result.seeded))
@@ -392,10 +390,10 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
     """
     if profile == "load":
         seed.check_load(users, threads, messages)
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     tgt.require_local(force, "seed")
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        schemas.require_chat_schema(conn, "seed")
+        schema.require_chat_schema(conn, "seed")
         if profile == "demo":
             with conn.transaction():
                 demo = seed.demo(conn)
@@ -466,7 +464,7 @@ def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str, 
       dbtool clear-stats --dry-run --database-url "$DATABASE_URL"
       dbtool clear-stats --database-url "$DATABASE_URL"
     """
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     with psycopg.connect(tgt.url, autocommit=True) as conn:
         if dry_run:
             found = stats.plan(conn)
@@ -485,7 +483,7 @@ EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the ro
               "which pauses message inserts until the run ends). Default: only for databases on this machine.")
 
 
-def exact_for(tgt: targets.Target, exact: bool | None) -> bool:
+def exact_for(tgt: database.Target, exact: bool | None) -> bool:
     """--exact/--no-exact, or when neither is given: only for a database on this machine."""
     return tgt.local if exact is None else exact
 
@@ -508,9 +506,9 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | No
       dbtool verify
       dbtool verify --database-url "$STAGING_URL" --junit-xml policy.xml
     """
-    tgt = targets.resolve(database_url, local_config())
-    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml, exact=exact_for(tgt, exact), progress=progress)
-    emit(as_json, report.as_dict(), lambda: verify_lib.render(report))
+    tgt = database.resolve(database_url, local_config())
+    report = verify.run(tgt.admin_url, junit_xml=junit_xml, exact=exact_for(tgt, exact), progress=progress)
+    emit(as_json, report.as_dict(), lambda: verify.render(report))
     if not report.ok:
         sys.exit(1)
 
@@ -558,7 +556,7 @@ def audit_group(ctx: click.Context, database_url: str | None, config_path: str |
     """
     if ctx.invoked_subcommand is not None:
         return
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas),
                               exact=exact_for(tgt, exact), with_matrix=not no_matrix)
     click.echo(audit_report.render(report, fmt))
@@ -578,10 +576,10 @@ def audit_snapshot(database_url: str | None, config_path: str | None, exposed_sc
     Example:
       dbtool audit snapshot > policy-snapshot.json
     """
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     cfg = audit_config.load(config_path, exposed_schemas)
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        data = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix=not no_matrix, exact=tgt.local)
+        data = snapshot.take(conn, cfg, tgt.describe(), with_matrix=not no_matrix, exact=tgt.local)
     text = to_json(data)
     if output:
         with open(output, "w") as handle:
@@ -607,11 +605,11 @@ def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | 
       dbtool audit diff policy-snapshot.json --format markdown
     """
     old = audit_report.load_snapshot(snapshot_file)
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     cfg = audit_config.load(config_path, exposed_schemas)
     with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        new = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix="matrix" in old, exact=tgt.local)
-    changes = audit_snapshot_lib.diff(old, new)
+        new = snapshot.take(conn, cfg, tgt.describe(), with_matrix="matrix" in old, exact=tgt.local)
+    changes = snapshot.diff(old, new)
     click.echo(audit_report.render_diff(changes, fmt, str(old.get("taken_at"))))
     if changes:
         sys.exit(1)
@@ -672,7 +670,7 @@ def smoke_cmd(use_local: bool, database_url: str | None, supabase_url: str | Non
     if use_local:
         if supabase_url or anon_key or service_role_key:
             raise click.UsageError("--supabase-url, --anon-key and --service-role-key are for the live run, not --local")
-        tgt = targets.resolve(database_url, local_config())
+        tgt = database.resolve(database_url, local_config())
         report = smoke.run_local(tgt.url, tgt.admin_url, progress=_step_progress)
     else:
         if database_url:
@@ -712,7 +710,7 @@ def export_supabase_cli(directory: str, as_json: bool) -> None:
     Example:
       dbtool export supabase-cli ~/src/app && cd ~/src/app && supabase db push
     """
-    written = export_lib.supabase_cli(Path(directory))
+    written = export.supabase_cli(Path(directory))
     rows = [(w.revision, w.status, w.path) for w in written]
     emit(as_json, [w.as_dict() for w in written], lambda: table(["revision", "file", "path"], rows))
 
@@ -735,9 +733,9 @@ def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
     started = local.start(cfg, progress)
     st = started.status
     assert st.url is not None and st.admin_url is not None
-    tgt = targets.Target(st.url, st.admin_url, "local server", True)
-    result = reset_lib.reset(tgt, progress=progress)
-    report = None if no_verify else verify_lib.run(st.admin_url, exact=True, progress=progress)  # a local server
+    tgt = database.Target(st.url, st.admin_url, "local server", True)
+    result = reset.reset(tgt, progress=progress)
+    report = None if no_verify else verify.run(st.admin_url, exact=True, progress=progress)  # a local server
     data = {"server": st.as_dict(), "reset": {k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None,
             "verify": report.as_dict() if report else None}
@@ -745,7 +743,7 @@ def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
         _status_text(st),
         _reset_text(result),
         _demo_text(result.seeded),
-        verify_lib.render(report) if report else None,
+        verify.render(report) if report else None,
         f"connect with:  psql \"{st.url}\"",
     ])))
     if report is not None and not report.ok:

@@ -29,10 +29,10 @@ from pathlib import Path
 import psycopg
 
 from bench.report import render_file
-from dbtool import build, seed
 from dbtool.audit import findings
 from dbtool.audit import report as audit_report
 from dbtool.audit.config import AuditConfig
+from dbtool.ops import build, seed
 from dbtool.urls import conninfo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from dbtool import build, standin
-from dbtool import world as worlds
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.ops import build, standin
+from dbtool.policy import worlds
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer
 from tests.helpers import WorldDb
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import psycopg
 from click.testing import CliRunner, Result
 
-from dbtool import world as worlds
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.policy import worlds
+from dbtool.testing.plugin import ChatDatabase
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dbtool import migrate
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import migrate
+from dbtool.testing.plugin import ChatDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = str(Path(sys.executable).parent / "alembic")

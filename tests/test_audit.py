@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from dbtool.audit import config, findings, report, snapshot
 from dbtool.cli import cli
-from dbtool.pgbin import find_binaries
-from dbtool.probes import ALL_PROBES, PERSONAS
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.policy.probes import ALL_PROBES, PERSONAS
+from dbtool.server.pgbin import find_binaries
+from dbtool.testing.plugin import ChatDatabase
 
 CLEAN = config.AuditConfig()
 
@@ -271,7 +271,7 @@ def pg_dump(db: ChatDatabase) -> str:
 
 def test_audit_changes_nothing_byte_for_byte(chat_db: ChatDatabase, tmp_path: Path) -> None:
     with chat_db.connect(admin=True) as conn:
-        from dbtool import seed
+        from dbtool.ops import seed
 
         with conn.transaction():
             seed.demo(conn)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dbtool import build
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.ops import build
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer
 from tests.helpers import cli_error as error
 from tests.helpers import cli_run as run
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dbtool import migrate, paths
+from dbtool import paths
 from dbtool.errors import MigrationError
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import migrate
+from dbtool.testing.plugin import ChatDatabase
 
 LOCK_KEY = int.from_bytes(b"chat-db\x01", "big")  # migrations/env.py
 

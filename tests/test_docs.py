@@ -12,7 +12,7 @@ import click
 import pytest
 
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer, clone
 from docs import generate
 
 ROOT = generate.ROOT

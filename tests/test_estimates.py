@@ -16,11 +16,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import estimates, migrate, postgrest, stats
-from dbtool import world as worlds
 from dbtool.cli import cli
 from dbtool.errors import StatsError
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import migrate, stats
+from dbtool.policy import estimates, worlds
+from dbtool.supabase import postgrest
+from dbtool.testing.plugin import ChatDatabase
 from tests.test_migrations import schema_dump as _schema_dump
 
 CHAT_TABLES = "public.chat_identities, public.chat_threads, public.chat_messages"

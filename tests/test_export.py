@@ -10,10 +10,11 @@ from pathlib import Path
 import psycopg
 from click.testing import CliRunner
 
-from dbtool import build, export, migrate, paths, standin
+from dbtool import paths
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.ops import build, export, migrate, standin
 from dbtool.smoke import surface
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer
 from tests.test_migrations import schema_dump
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from dbtool import plans, postgrest
-from dbtool import world as worlds
-from dbtool.personas import Persona
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+from dbtool.policy import plans, worlds
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer, clone
 
 ACTIVITY_INDEXES = {"chat_threads_user_a_activity_idx", "chat_threads_user_b_activity_idx",
                     "chat_threads_guest_activity_idx"}

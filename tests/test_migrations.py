@@ -11,8 +11,9 @@ from pathlib import Path
 
 import psycopg
 
-from dbtool import migrate, paths
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool import paths
+from dbtool.ops import migrate
+from dbtool.testing.plugin import ChatDatabase
 from dbtool.urls import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def schema_dump(db: ChatDatabase) -> str:
 
 
 def find_pg_dump() -> str:
-    from dbtool.pgbin import find_binaries
+    from dbtool.server.pgbin import find_binaries
 
     return find_binaries(None).tool("pg_dump")
 

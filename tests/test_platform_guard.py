@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import migrate
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import migrate
+from dbtool.testing.plugin import ChatDatabase
 
 
 def refused(conn: psycopg.Connection[Any], statement: str) -> tuple[str | None, str]:

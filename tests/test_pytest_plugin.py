@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.testing.plugin import ChatDatabase
 
 
 def test_options_are_documented(pytester: pytest.Pytester) -> None:
@@ -43,7 +43,7 @@ def test_world_fixtures_against_a_given_database(pytester: pytest.Pytester, chat
     """An application's query and channel checks against a database given with --chat-db-url
     (every probe rolled back; no embedded server in the inner session)."""
     pytester.makepyfile(test_app='''
-        from dbtool import postgrest, realtime
+        from dbtool.supabase import postgrest, realtime
 
         def test_my_backend_query(chat_world):
             w = chat_world.world

@@ -9,11 +9,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import build, reset, seed, standin
 from dbtool.cli import cli
+from dbtool.database import Target
 from dbtool.errors import SupabaseDetected, UnsafeTarget
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
-from dbtool.target import Target
+from dbtool.ops import build, reset, seed, standin
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_changed_standin_rebuilds(target: Target) -> None:
 
 
 def test_a_database_moved_off_head_rebuilds(target: Target) -> None:
-    from dbtool import migrate
+    from dbtool.ops import migrate
 
     reset.reset(target)
     migrate.downgrade(migrate.MigrateSettings(target.url), "0002")

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbtool import plans, postgrest
-from dbtool import world as worlds
-from dbtool.personas import Persona
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+from dbtool.policy import plans, worlds
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer, clone
 
 HISTORY_INDEX = "chat_messages_thread_id_created_at_id_idx"
 # Member reads may use either index led by thread_id: the history index or 0008's unread

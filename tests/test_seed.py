@@ -9,10 +9,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import personas, postgrest, realtime, seed
 from dbtool.cli import cli
 from dbtool.errors import SeedError
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import seed
+from dbtool.supabase import personas, postgrest, realtime
+from dbtool.testing.plugin import ChatDatabase
 
 
 def catalog(conn: psycopg.Connection[Any]) -> list[tuple[str, ...]]:

@@ -10,11 +10,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import build, migrate, smoke, standin
+from dbtool import smoke
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.ops import build, migrate, standin
 from dbtool.smoke import scenario
 from dbtool.smoke.local import USER_PREFIX
+from dbtool.testing.plugin import ChatDatabase, EmbeddedServer
 
 TABLES = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_messages", "public.chat_links",
           "realtime.messages")

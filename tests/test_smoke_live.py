@@ -20,9 +20,9 @@ from click.testing import CliRunner, Result
 from dbtool import smoke
 from dbtool.cli import cli
 from dbtool.errors import ConfigError
-from dbtool.pytest_plugin import ChatDatabase
 from dbtool.smoke import base, live, scenario
 from dbtool.smoke.local import USER_PREFIX
+from dbtool.testing.plugin import ChatDatabase
 from tests import supabase_http, supabase_realtime
 from tests.supabase_http import ANON_KEY, SERVICE_KEY
 from tests.test_smoke import counts as all_counts

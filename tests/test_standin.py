@@ -13,9 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import build, personas, postgrest, realtime, standin
 from dbtool.errors import ConfigError, SupabaseDetected
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import build, standin
+from dbtool.supabase import personas, postgrest, realtime
+from dbtool.testing.plugin import ChatDatabase
 
 ALICE = "a11ce000-0000-4000-8000-000000000001"
 OTHER = "0be00000-0000-4000-8000-000000000002"

@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 
-from dbtool import seed
-from dbtool.probes import ALL_PROBES, PERSONAS
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import seed
+from dbtool.policy.probes import ALL_PROBES, PERSONAS
+from dbtool.testing.plugin import ChatDatabase
 
 CELLS = len(ALL_PROBES) * len(PERSONAS)
 
@@ -111,7 +111,7 @@ for args in sys.argv[1:]:
         codes.append(exc.code)
 for info in pkgutil.walk_packages(dbtool.__path__, "dbtool."):
     # the plugin, loaded by pytest itself, is the one module that needs it; __main__ would run the CLI
-    if info.name not in ("dbtool.pytest_plugin", "dbtool.__main__"):
+    if info.name not in ("dbtool.testing.plugin", "dbtool.__main__"):
         importlib.import_module(info.name)
 test_tools = sorted(m for m in sys.modules if m.split(".")[0] in ("pytest", "_pytest", "pluggy", "pytest_postgresql"))
 print(json.dumps({"codes": codes, "test_tools": test_tools}))

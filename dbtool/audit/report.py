@@ -8,11 +8,11 @@ from typing import Any
 
 import psycopg
 
-from dbtool import matrix
 from dbtool.audit import findings as checks
 from dbtool.audit import snapshot
 from dbtool.audit.config import AuditConfig
 from dbtool.errors import AuditError
+from dbtool.policy import matrix
 from dbtool.render import markdown, table, to_json
 from dbtool.urls import conninfo, redact
 

@@ -15,8 +15,8 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from dbtool import urls
+from dbtool.database import Target
 from dbtool.errors import ConfigError
-from dbtool.target import Target
 
 NO_ENV: dict[str, str] = {}
 

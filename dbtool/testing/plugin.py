@@ -13,7 +13,7 @@ of them runs, so a pytest without it still works and those fixtures say what to 
 * `chat_db_target` — session: the database policy probes run against: `--chat-db-url`
   (any database with the schema, probes roll back) or else a clone of the template.
 * `chat_world` — per test: users, identities, two threads and messages (see
-  dbtool.world), created in a transaction on `chat_db_target` that is rolled back.
+  dbtool.policy.worlds), created in a transaction on `chat_db_target` that is rolled back.
 * `chat_world_shared` — the same, once per session, for probes that each run in a savepoint
   rolled back at once (the policy suite): one world instead of one per cell.
 """
@@ -33,8 +33,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbtool import build, local, world
 from dbtool.config import LocalConfig, local_config
+from dbtool.ops import build
+from dbtool.policy import worlds
+from dbtool.server import local
 from dbtool.urls import conninfo, is_local
 
 if TYPE_CHECKING:
@@ -201,7 +203,7 @@ class WorldSession:
     """An open transaction holding a fresh world; probes run in savepoints inside it."""
 
     conn: psycopg.Connection[Any]
-    world: world.World
+    world: worlds.World
 
 
 def _exact(request: pytest.FixtureRequest, target: ChatDatabase) -> bool:
@@ -211,7 +213,7 @@ def _exact(request: pytest.FixtureRequest, target: ChatDatabase) -> bool:
 
 @contextmanager
 def _world_session(target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
-    with target.connect(admin=True) as conn, world.rolled_back(conn, exact=_exact(request, target)) as session:
+    with target.connect(admin=True) as conn, worlds.rolled_back(conn, exact=_exact(request, target)) as session:
         yield WorldSession(conn, session.world)
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbtool import build, paths, seed, standin
+from dbtool import paths
+from dbtool.database import Target
 from dbtool.errors import DbtoolError
-from dbtool.target import Target
+from dbtool.ops import build, seed, standin
 from dbtool.urls import conninfo, database_name
 
 FINGERPRINT_KEY = "schema_fingerprint"

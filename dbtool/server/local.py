@@ -21,10 +21,10 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from dbtool import standin
 from dbtool.config import LocalConfig
 from dbtool.errors import DataDirMismatch, NotRunning, PortInUse, ServerStartFailed
-from dbtool.pgbin import PgBinaries, Runner, choose_runner, find_binaries, reachable_binaries
+from dbtool.ops import standin
+from dbtool.server.pgbin import PgBinaries, Runner, choose_runner, find_binaries, reachable_binaries
 
 ADMIN_ROLE = "supabase_admin"
 APP_ROLE = "postgres"

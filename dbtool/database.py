@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dbtool import local, urls
+from dbtool import urls
 from dbtool.config import LocalConfig
 from dbtool.errors import NotRunning, UnsafeTarget
+from dbtool.server import local
 
 
 @dataclass(frozen=True)

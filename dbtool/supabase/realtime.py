@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from dbtool.personas import Persona
+from dbtool.supabase.personas import Persona
 
 EXTENSIONS = ("broadcast", "presence")
 

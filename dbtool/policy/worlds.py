@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from dbtool import personas
-from dbtool.personas import Persona
+from dbtool.supabase import personas
+from dbtool.supabase.personas import Persona
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from dbtool import migrate, standin
+from dbtool.ops import migrate, standin
 from dbtool.urls import conninfo, database_name, with_database
 
 APP_ROLE = "postgres"

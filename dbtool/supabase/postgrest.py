@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbtool.personas import Persona
+from dbtool.supabase.personas import Persona
 
 SEARCH_PATH = '"public", "extensions"'  # Supabase: db-schemas public, db-extra-search-path public, extensions
 

@@ -25,10 +25,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbtool import postgrest
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
-from dbtool.world import World, thread_id
+from dbtool.policy.worlds import World, thread_id
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
 
 BUSY = 12  # enough to dominate the statistics of a small table (a test database, the demo)
 
