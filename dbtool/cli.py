@@ -483,7 +483,7 @@ EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the ro
               "which pauses message inserts until the run ends). Default: only for databases on this machine.")
 
 
-def exact_for(tgt: database.Target, exact: bool | None) -> bool:
+def exact_for(tgt: database.Database, exact: bool | None) -> bool:
     """--exact/--no-exact, or when neither is given: only for a database on this machine."""
     return tgt.local if exact is None else exact
 
@@ -733,7 +733,7 @@ def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
     started = local.start(cfg, progress)
     st = started.status
     assert st.url is not None and st.admin_url is not None
-    tgt = database.Target(st.url, st.admin_url, "local server", True)
+    tgt = database.Database(st.url, st.admin_url, "local server", True)
     result = reset.reset(tgt, progress=progress)
     report = None if no_verify else verify.run(st.admin_url, exact=True, progress=progress)  # a local server
     data = {"server": st.as_dict(), "reset": {k: v for k, v in result.__dict__.items() if k != "seeded"},

@@ -160,7 +160,8 @@ def regenerate(path: Path, database: Callable[[], str]) -> str:
 def private_databases() -> Iterator[Callable[[], str]]:
     """New migrated databases, built like the test template, on a private embedded server
     that starts when the first one is asked for."""
-    from bench.harness import Server, embedded_server
+    from bench.harness import embedded_server
+    from dbtool.server.embedded import Server
 
     with ExitStack() as stack:
         server: Server | None = None

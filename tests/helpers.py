@@ -9,15 +9,15 @@ import psycopg
 from click.testing import CliRunner, Result
 
 from dbtool.cli import cli
+from dbtool.database import Database
 from dbtool.policy import worlds
-from dbtool.testing.plugin import ChatDatabase
 
 
 @dataclass(frozen=True)
 class WorldDb:
     """A fresh clone holding a committed world, and an admin connection to it."""
 
-    db: ChatDatabase
+    db: Database
     world: worlds.World
     admin: psycopg.Connection[Any]
 

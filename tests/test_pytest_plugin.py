@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from dbtool.testing.plugin import ChatDatabase
+from dbtool.database import Database
 
 
 def test_options_are_documented(pytester: pytest.Pytester) -> None:
@@ -39,7 +39,7 @@ def test_chat_db_exact_is_read_as_verify_reads_exact(pytester: pytest.Pytester,
     wrong.stderr.fnmatch_lines(["*'maybe' is not one of auto, yes, no*"])
 
 
-def test_world_fixtures_against_a_given_database(pytester: pytest.Pytester, chat_db: ChatDatabase) -> None:
+def test_world_fixtures_against_a_given_database(pytester: pytest.Pytester, chat_db: Database) -> None:
     """An application's query and channel checks against a database given with --chat-db-url
     (every probe rolled back; no embedded server in the inner session)."""
     pytester.makepyfile(test_app='''

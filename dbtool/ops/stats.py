@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +40,8 @@ import psycopg
 from psycopg import sql
 
 from dbtool.errors import StatsError
+from dbtool.progress import Progress, quiet
 
-Progress = Callable[[str], None]
 TABLES = r"chat\_%"  # our tables in public (DESIGN §3); other applications' tables are left alone
 
 # Columns of our tables whose target is 0 (ANALYZE skips them) but which still have statistics.
@@ -375,10 +375,6 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
     )
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def _timeouts(conn: psycopg.Connection[Any], lock_timeout: str, statement_timeout: str) -> None:
     conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                  (lock_timeout, statement_timeout))
@@ -428,7 +424,7 @@ def _background(conn: psycopg.Connection[Any], statements: Sequence[str], progre
 
 
 def clear(conn: psycopg.Connection[Any], *, lock_timeout: str = "2s", statement_timeout: str = "5min",
-          progress: Progress = _quiet) -> Cleared:
+          progress: Progress = quiet) -> Cleared:
     """Remove the stale statistics of our tables (see the module's docstring for how).
     `conn` must be in autocommit mode (concurrent index builds run outside transactions)."""
     result = Cleared()

@@ -298,7 +298,6 @@ def rolled_back(conn: psycopg.Connection[Any], *, exact: bool) -> Iterator[Sessi
     """Create a world in a transaction on `conn` (autocommit) that is always rolled back,
     whatever the block does; `exact` also keeps the chat sequences still (see
     isolate_sequences). Probes run in savepoints inside it."""
-    with conn.transaction():
+    with conn.transaction(force_rollback=True):
         isolated = isolate_sequences(conn) if exact else []
         yield Session(create(conn), isolated)
-        raise psycopg.Rollback
