@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -12,15 +13,11 @@ from typing import Any
 import click
 import psycopg
 
-from dbtool import __version__, database, smoke
-from dbtool.audit import config as audit_config
-from dbtool.audit import findings as audit_findings
-from dbtool.audit import report as audit_report
-from dbtool.audit import snapshot
-from dbtool.config import MigrationConfig, local_config, migration_config
+from dbtool import __version__, audit, database, smoke
+from dbtool.config import MigrationConfig, local_config, migration_config, stats_config
 from dbtool.errors import DbtoolError
-from dbtool.ops import export, migrate, reset, schema, seed, standin, stats
-from dbtool.policy import verify
+from dbtool.ops import export, migrate, reset, seed, standin, stats, up
+from dbtool.policy import verify, worlds
 from dbtool.render import table, to_json
 from dbtool.server import local
 
@@ -232,9 +229,7 @@ def standin_install(database_url: str | None, as_json: bool) -> None:
     Example:
       dbtool standin install --database-url postgresql://postgres:pw@127.0.0.1:5432/app
     """
-    tgt = database.resolve(database_url, local_config())
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        result = standin.install(conn)
+    result = standin.install_in(database.resolve(database_url, local_config()))
     emit(as_json, result.__dict__, lambda: _installed_text(result))
 
 
@@ -391,24 +386,23 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
     if profile == "load":
         seed.check_load(users, threads, messages)
     tgt = database.resolve(database_url, local_config())
-    tgt.require_local(force, "seed")
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        schema.require_chat_schema(conn, "seed")
-        if profile == "demo":
-            with conn.transaction():
-                demo = seed.demo(conn)
-            emit(as_json, demo.as_dict(), lambda: _demo_text(demo))
-            return
-        with click.progressbar(length=messages, label="messages", file=sys.stderr, show_pos=True,
-                               show_percent=True) as bar:
-            last = [0]
+    if profile == "demo":
+        demo = seed.demo_in(tgt, force=force)
+        emit(as_json, demo.as_dict(), lambda: _demo_text(demo))
+        return
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []  # opened at the first report, after the checks: a refusal prints no bar
+        last = [0]
 
-            def advance(done: int, total: int) -> None:
-                bar.update(done - last[0])
-                last[0] = done
+        def advance(done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(length=total, label="messages", file=sys.stderr,
+                                                                  show_pos=True, show_percent=True)))
+            bars[0].update(done - last[0])
+            last[0] = done
 
-            result = seed.load(conn, users=users, threads=threads, messages=messages, seed=seed_value,
-                               progress=advance)
+        result = seed.load_in(tgt, users=users, threads=threads, messages=messages, seed=seed_value, force=force,
+                              progress=advance)
     emit(as_json, result.as_dict(), lambda: (
         f"loaded {result.users:,} users, {result.threads:,} threads, {result.messages:,} messages in "
         f"{result.seconds:.1f}s ({result.rate:,.0f} messages/s; COPY {result.copy_seconds:.1f}s, indexes and "
@@ -442,12 +436,14 @@ def _cleared_text(result: stats.Cleared) -> str:
 @cli.command("clear-stats")
 @database_option
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run for this database; change nothing.")
-@click.option("--lock-timeout", default="2s", show_default=True,
-              help="How long to wait for the tables' locks (the application queues behind the wait) before giving up.")
-@click.option("--statement-timeout", default=lambda: os.environ.get("DBTOOL_STATEMENT_TIMEOUT", "5min"),
-              show_default="5min", help="How long one statement (a constraint's validation) may run.")
+@click.option("--lock-timeout", metavar="DURATION",
+              help="How long to wait for the tables' locks (the application queues behind the wait) before giving up "
+              "(default: 2s).")
+@click.option("--statement-timeout", metavar="DURATION",
+              help="How long one statement (a constraint's validation) may run (default: $DBTOOL_STATEMENT_TIMEOUT, "
+              "else 5min).")
 @json_option
-def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str, statement_timeout: str,
+def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str | None, statement_timeout: str | None,
                     as_json: bool) -> None:
     """Remove statistics that revision 0005 keeps from the planner but ANALYZE leaves behind.
 
@@ -464,15 +460,15 @@ def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str, 
       dbtool clear-stats --dry-run --database-url "$DATABASE_URL"
       dbtool clear-stats --database-url "$DATABASE_URL"
     """
+    timeouts = stats_config(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
     tgt = database.resolve(database_url, local_config())
-    with psycopg.connect(tgt.url, autocommit=True) as conn:
-        if dry_run:
-            found = stats.plan(conn)
-            emit(as_json, {"columns": [c.name for c in found.columns], "sql": found.script(lock_timeout)},
-                 lambda: found.script(lock_timeout) if not found.empty else "-- nothing to clear")
-            return
-        progress(f"clearing stale planner statistics in {tgt.describe()}")
-        result = stats.clear(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout, progress=progress)
+    if dry_run:
+        found = stats.plan_for(tgt)
+        emit(as_json, {"columns": [c.name for c in found.columns], "sql": found.script(timeouts.lock_timeout)},
+             lambda: found.script(timeouts.lock_timeout) if not found.empty else "-- nothing to clear")
+        return
+    progress(f"clearing stale planner statistics in {tgt.describe()}")
+    result = stats.clear_in(tgt, timeouts, progress)
     emit(as_json, result.as_dict(), lambda: _cleared_text(result))
 
 
@@ -481,11 +477,6 @@ def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str, 
 
 EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the rolled-back probe transaction, "
               "which pauses message inserts until the run ends). Default: only for databases on this machine.")
-
-
-def exact_for(tgt: database.Database, exact: bool | None) -> bool:
-    """--exact/--no-exact, or when neither is given: only for a database on this machine."""
-    return tgt.local if exact is None else exact
 
 
 @cli.command("verify")
@@ -507,7 +498,7 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | No
       dbtool verify --database-url "$STAGING_URL" --junit-xml policy.xml
     """
     tgt = database.resolve(database_url, local_config())
-    report = verify.run(tgt.admin_url, junit_xml=junit_xml, exact=exact_for(tgt, exact), progress=progress)
+    report = verify.run(tgt.admin_url, junit_xml=junit_xml, exact=worlds.exact_for(tgt.local, exact), progress=progress)
     emit(as_json, report.as_dict(), lambda: verify.render(report))
     if not report.ok:
         sys.exit(1)
@@ -557,10 +548,10 @@ def audit_group(ctx: click.Context, database_url: str | None, config_path: str |
     if ctx.invoked_subcommand is not None:
         return
     tgt = database.resolve(database_url, local_config())
-    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas),
-                              exact=exact_for(tgt, exact), with_matrix=not no_matrix)
-    click.echo(audit_report.render(report, fmt))
-    if fail_on != "never" and audit_findings.at_least(report.findings, fail_on):
+    report = audit.run(tgt.admin_url, audit.load_config(config_path, exposed_schemas),
+                              exact=worlds.exact_for(tgt.local, exact), with_matrix=not no_matrix)
+    click.echo(audit.render(report, fmt))
+    if fail_on != "never" and audit.at_least(report.findings, fail_on):
         sys.exit(1)
 
 
@@ -577,9 +568,7 @@ def audit_snapshot(database_url: str | None, config_path: str | None, exposed_sc
       dbtool audit snapshot > policy-snapshot.json
     """
     tgt = database.resolve(database_url, local_config())
-    cfg = audit_config.load(config_path, exposed_schemas)
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        data = snapshot.take(conn, cfg, tgt.describe(), with_matrix=not no_matrix, exact=tgt.local)
+    data = audit.snapshot_of(tgt, audit.load_config(config_path, exposed_schemas), with_matrix=not no_matrix)
     text = to_json(data)
     if output:
         with open(output, "w") as handle:
@@ -604,14 +593,11 @@ def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | 
     Example:
       dbtool audit diff policy-snapshot.json --format markdown
     """
-    old = audit_report.load_snapshot(snapshot_file)
+    old = audit.load_snapshot(snapshot_file)
     tgt = database.resolve(database_url, local_config())
-    cfg = audit_config.load(config_path, exposed_schemas)
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        new = snapshot.take(conn, cfg, tgt.describe(), with_matrix="matrix" in old, exact=tgt.local)
-    changes = snapshot.diff(old, new)
-    click.echo(audit_report.render_diff(changes, fmt, str(old.get("taken_at"))))
-    if changes:
+    found = audit.drift(tgt, audit.load_config(config_path, exposed_schemas), old)
+    click.echo(audit.render_diff(found.changes, fmt, found.since))
+    if found.changes:
         sys.exit(1)
 
 
@@ -729,13 +715,8 @@ def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
     Example:
       dbtool up && psql "$(dbtool local url)"
     """
-    cfg = local_config(port=port)
-    started = local.start(cfg, progress)
-    st = started.status
-    assert st.url is not None and st.admin_url is not None
-    tgt = database.Database(st.url, st.admin_url, "local server", True)
-    result = reset.reset(tgt, progress=progress)
-    report = None if no_verify else verify.run(st.admin_url, exact=True, progress=progress)  # a local server
+    stack = up.run(local_config(port=port), with_verify=not no_verify, progress=progress)
+    st, result, report = stack.server, stack.reset, stack.verify
     data = {"server": st.as_dict(), "reset": {k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None,
             "verify": report.as_dict() if report else None}
@@ -746,7 +727,7 @@ def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
         verify.render(report) if report else None,
         f"connect with:  psql \"{st.url}\"",
     ])))
-    if report is not None and not report.ok:
+    if not stack.ok:
         sys.exit(1)
 
 

@@ -34,13 +34,17 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
+from dbtool.config import StatsConfig
 from dbtool.errors import StatsError
 from dbtool.progress import Progress, quiet
+
+if TYPE_CHECKING:
+    from dbtool.database import Database
 
 TABLES = r"chat\_%"  # our tables in public (DESIGN §3); other applications' tables are left alone
 
@@ -468,3 +472,15 @@ def clear(conn: psycopg.Connection[Any], *, lock_timeout: str = "2s", statement_
     result.background_ms = (time.perf_counter() - began) * 1000 - result.lock_wait_ms - result.lock_held_ms
     result.remaining = [c.name for c in stale(conn)]
     return result
+
+
+def plan_for(db: Database) -> Plan:
+    """`clear-stats --dry-run`: what `clear_in` would do to `db`, read as the owner role."""
+    with db.connect() as conn:
+        return plan(conn)
+
+
+def clear_in(db: Database, cfg: StatsConfig, progress: Progress = quiet) -> Cleared:
+    """`clear-stats`: `clear` on `db` as the owner role, with the resolved timeouts."""
+    with db.connect() as conn:
+        return clear(conn, lock_timeout=cfg.lock_timeout, statement_timeout=cfg.statement_timeout, progress=progress)

@@ -293,6 +293,13 @@ class Session:
     isolated: list[str]
 
 
+def exact_for(local: bool, exact: bool | None) -> bool:
+    """Whether to keep the chat sequences still (`--exact/--no-exact`, the plugin's
+    --chat-db-exact): as asked, or when nobody asked, only for a database on this machine,
+    since it pauses the application's message inserts until the run ends."""
+    return local if exact is None else exact
+
+
 @contextmanager
 def rolled_back(conn: psycopg.Connection[Any], *, exact: bool) -> Iterator[Session]:
     """Create a world in a transaction on `conn` (autocommit) that is always rolled back,

@@ -178,7 +178,7 @@ class WorldSession:
 
 def _exact(request: pytest.FixtureRequest, target: Database) -> bool:
     exact: bool | None = request.config.getoption("--chat-db-exact")
-    return is_local(target.url) if exact is None else exact
+    return worlds.exact_for(is_local(target.url), exact)
 
 
 @contextmanager
