@@ -38,8 +38,36 @@ def progress(message: str) -> None:
     click.echo(f"· {message}", err=True)
 
 
-def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")(func)
+class FormatChoice(click.Choice):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """A choice of output formats that also accepts the older names of some (`table`)."""
+
+    def __init__(self, formats: tuple[str, ...], aliases: dict[str, str]) -> None:
+        super().__init__(formats)
+        self.aliases = aliases
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(self.aliases.get(value, value), param, ctx)
+
+
+def output_options(*formats: str, aliases: dict[str, str] | None = None) -> Callable[..., Any]:
+    """The output flags of every reporting command: `--format` (text, the default, for people;
+    json for machines; markdown where a report is pasted into a review) and `--json`, the
+    shorthand for `--format json`. The command receives `fmt`."""
+    formats = formats or ("text", "json")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option("--format", "fmt", type=FormatChoice(formats, aliases or {}), default=formats[0],
+                      show_default=True, help="Output format.")
+        @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
+        @functools.wraps(func)
+        def wrapper(*args: Any, fmt: str, as_json: bool, **kwargs: Any) -> Any:
+            if as_json and fmt not in ("json", formats[0]):
+                raise click.UsageError(f"--json is short for --format json; it cannot go with --format {fmt}")
+            return func(*args, fmt="json" if as_json else fmt, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,8 +78,9 @@ def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def emit(as_json: bool, data: Any, text: str | Callable[[], str]) -> None:
-    click.echo(to_json(data) if as_json else (text() if callable(text) else text))
+def emit(fmt: str, data: Any, text: str | Callable[[], str]) -> None:
+    """Print `data` as JSON for --format json, else the text (built only when needed)."""
+    click.echo(to_json(data) if fmt == "json" else (text() if callable(text) else text))
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -103,8 +132,8 @@ def _status_text(st: local.ServerStatus) -> str:
 
 @local_group.command("start")
 @click.option("--port", type=int, help="TCP port on 127.0.0.1 (default: $DBTOOL_PORT or 54329).")
-@json_option
-def local_start(port: int | None, as_json: bool) -> None:
+@output_options()
+def local_start(port: int | None, fmt: str) -> None:
     """Start the local server, creating it on first use.
 
     Running it again while it runs says so and exits 0.
@@ -120,7 +149,7 @@ def local_start(port: int | None, as_json: bool) -> None:
     else:
         what = "initialised and started" if result.initialised else "started"
         message = f"{what} in {result.seconds:.2f}s\n{_status_text(st)}"
-    emit(as_json, {"already_running": result.already_running, "initialised": result.initialised,
+    emit(fmt, {"already_running": result.already_running, "initialised": result.initialised,
                    "seconds": round(result.seconds, 3), "binaries": result.binaries, **st.as_dict()}, message)
 
 
@@ -137,8 +166,8 @@ def local_stop() -> None:
 
 
 @local_group.command("status")
-@json_option
-def local_status(as_json: bool) -> None:
+@output_options()
+def local_status(fmt: str) -> None:
     """Show whether the local server runs, its port, version and URLs (exit 3 when stopped).
 
     \b
@@ -146,7 +175,7 @@ def local_status(as_json: bool) -> None:
       dbtool local status --json
     """
     st = local.status(local_config())
-    emit(as_json, st.as_dict(), _status_text(st))
+    emit(fmt, st.as_dict(), _status_text(st))
     if not st.running:
         sys.exit(3)
 
@@ -221,8 +250,8 @@ def _installed_text(result: standin.Installed) -> str:
 
 @standin_group.command("install")
 @database_option
-@json_option
-def standin_install(database_url: str | None, as_json: bool) -> None:
+@output_options()
+def standin_install(database_url: str | None, fmt: str) -> None:
     """Install or update the stand-in (needs a superuser; refuses real Supabase databases).
 
     \b
@@ -230,7 +259,7 @@ def standin_install(database_url: str | None, as_json: bool) -> None:
       dbtool standin install --database-url postgresql://postgres:pw@127.0.0.1:5432/app
     """
     result = standin.install_in(database.resolve(database_url, local_config()))
-    emit(as_json, result.__dict__, lambda: _installed_text(result))
+    emit(fmt, result.__dict__, lambda: _installed_text(result))
 
 
 # --- migrations -----------------------------------------------------------------------
@@ -266,9 +295,9 @@ def _migrated_text(result: migrate.MigrateResult) -> str:
 @click.option("--history", is_flag=True, help="List the revisions and exit.")
 @database_option
 @migration_options
-@json_option
+@output_options()
 def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None, timeouts: MigrationConfig,
-                as_json: bool) -> None:
+                fmt: str) -> None:
     """Apply migrations (locked against concurrent runners, one transaction per revision).
 
     \b
@@ -278,7 +307,7 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
     """
     if history:
         rows = migrate.history()
-        emit(as_json, [{"revision": r, "down_revision": d, "description": m} for r, d, m in rows],
+        emit(fmt, [{"revision": r, "down_revision": d, "description": m} for r, d, m in rows],
              lambda: table(["revision", "down", "description"], rows))
         return
     if offline:
@@ -287,7 +316,7 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
     tgt = database.resolve(database_url, local_config())
     progress(f"migrating {tgt.describe()} to {to}")
     result = migrate.upgrade(migrate.MigrateSettings.of(tgt.url, timeouts), to, progress)
-    emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
+    emit(fmt, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
          _migrated_text(result))
 
 
@@ -296,9 +325,9 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
 @click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it.")
 @database_option
 @migration_options
-@json_option
+@output_options()
 def downgrade_cmd(revision: str, offline: bool, database_url: str | None, timeouts: MigrationConfig,
-                  as_json: bool) -> None:
+                  fmt: str) -> None:
     """Revert migrations down to REVISION ("base" removes every object we own).
 
     \b
@@ -313,7 +342,7 @@ def downgrade_cmd(revision: str, offline: bool, database_url: str | None, timeou
     tgt = database.resolve(database_url, local_config())
     progress(f"downgrading {tgt.describe()} to {revision}")
     result = migrate.downgrade(migrate.MigrateSettings.of(tgt.url, timeouts), revision, progress)
-    emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
+    emit(fmt, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
          _migrated_text(result))
 
 
@@ -344,8 +373,8 @@ def _reset_text(result: reset.ResetResult) -> str:
 @click.option("--force", is_flag=True, help="Allow a database that is not on this machine.")
 @click.option("--no-seed", is_flag=True, help="Leave the database empty (no demo personas).")
 @database_option
-@json_option
-def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, as_json: bool) -> None:
+@output_options()
+def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, fmt: str) -> None:
     """Bring the database to a clean, migrated state with the demo personas.
 
     When the stand-in and migrations are unchanged since the last reset the database is
@@ -361,7 +390,7 @@ def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, 
     result = reset.reset(tgt, full=full, force=force, with_seed=not no_seed, progress=progress)
     data = {**{k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None}
-    emit(as_json, data, lambda: _reset_text(result) + "\n\n" + _demo_text(result.seeded))
+    emit(fmt, data, lambda: _reset_text(result) + "\n\n" + _demo_text(result.seeded))
 
 
 @cli.command("seed")
@@ -373,9 +402,9 @@ def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, 
 @click.option("--seed", "seed_value", type=int, default=1, show_default=True, help="load: random seed (same seed, same data).")
 @click.option("--force", is_flag=True, help="Allow a database that is not on this machine.")
 @database_option
-@json_option
+@output_options()
 def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: int, force: bool,
-             database_url: str | None, as_json: bool) -> None:
+             database_url: str | None, fmt: str) -> None:
     """Add seed data: the demo personas, or a deterministic load profile.
 
     \b
@@ -388,7 +417,7 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
     tgt = database.resolve(database_url, local_config())
     if profile == "demo":
         demo = seed.demo_in(tgt, force=force)
-        emit(as_json, demo.as_dict(), lambda: _demo_text(demo))
+        emit(fmt, demo.as_dict(), lambda: _demo_text(demo))
         return
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []  # opened at the first report, after the checks: a refusal prints no bar
@@ -403,7 +432,7 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
 
         result = seed.load_in(tgt, users=users, threads=threads, messages=messages, seed=seed_value, force=force,
                               progress=advance)
-    emit(as_json, result.as_dict(), lambda: (
+    emit(fmt, result.as_dict(), lambda: (
         f"loaded {result.users:,} users, {result.threads:,} threads, {result.messages:,} messages in "
         f"{result.seconds:.1f}s ({result.rate:,.0f} messages/s; COPY {result.copy_seconds:.1f}s, indexes and "
         f"constraints {result.index_seconds:.1f}s). The broadcast trigger was off during the load: "
@@ -442,9 +471,9 @@ def _cleared_text(result: stats.Cleared) -> str:
 @click.option("--statement-timeout", metavar="DURATION",
               help="How long one statement (a constraint's validation) may run (default: $DBTOOL_STATEMENT_TIMEOUT, "
               "else 5min).")
-@json_option
+@output_options()
 def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str | None, statement_timeout: str | None,
-                    as_json: bool) -> None:
+                    fmt: str) -> None:
     """Remove statistics that revision 0005 keeps from the planner but ANALYZE leaves behind.
 
     Needed once on a database analysed before 0005: until then `Prefer: count=planned` can
@@ -464,12 +493,12 @@ def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str |
     tgt = database.resolve(database_url, local_config())
     if dry_run:
         found = stats.plan_for(tgt)
-        emit(as_json, {"columns": [c.name for c in found.columns], "sql": found.script(timeouts.lock_timeout)},
+        emit(fmt, {"columns": [c.name for c in found.columns], "sql": found.script(timeouts.lock_timeout)},
              lambda: found.script(timeouts.lock_timeout) if not found.empty else "-- nothing to clear")
         return
     progress(f"clearing stale planner statistics in {tgt.describe()}")
     result = stats.clear_in(tgt, timeouts, progress)
-    emit(as_json, result.as_dict(), lambda: _cleared_text(result))
+    emit(fmt, result.as_dict(), lambda: _cleared_text(result))
 
 
 # --- DBAs and CI: verify ---------------------------------------------------------------------
@@ -483,8 +512,8 @@ EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the ro
 @database_option
 @click.option("--junit-xml", metavar="PATH", help="Also write a JUnit XML report (for CI).")
 @click.option("--exact/--no-exact", default=None, help=EXACT_HELP)
-@json_option
-def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | None, as_json: bool) -> None:
+@output_options()
+def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | None, fmt: str) -> None:
     """Check every cell of the persona x object matrix against the contract (exit 1 on any failure).
 
     Every probe runs in a transaction that is rolled back, so it is safe on a staging copy
@@ -499,7 +528,7 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | No
     """
     tgt = database.resolve(database_url, local_config())
     report = verify.run(tgt.admin_url, junit_xml=junit_xml, exact=worlds.exact_for(tgt.local, exact), progress=progress)
-    emit(as_json, report.as_dict(), lambda: verify.render(report))
+    emit(fmt, report.as_dict(), lambda: verify.render(report))
     if not report.ok:
         sys.exit(1)
 
@@ -520,12 +549,13 @@ def audit_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-FORMATS = click.Choice(["table", "json", "markdown"])
+REPORT_FORMATS = ("text", "json", "markdown")
+OLD_FORMAT_NAMES = {"table": "text"}  # audit's name for text until every command took --format
 
 
 @cli.group("audit", cls=DbtoolGroup, invoke_without_command=True, context_settings=CONTEXT)
 @audit_options
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@output_options(*REPORT_FORMATS, aliases=OLD_FORMAT_NAMES)
 @click.option("--fail-on", type=click.Choice(["info", "warn", "error", "never"]), default="warn", show_default=True,
               help="Exit 1 when a finding of this severity or worse is reported.")
 @click.option("--no-matrix", is_flag=True, help="Only the static findings (strictly read-only, no probing).")
@@ -581,7 +611,7 @@ def audit_snapshot(database_url: str | None, config_path: str | None, exposed_sc
 @audit_group.command("diff")
 @click.argument("snapshot_file", metavar="SNAPSHOT")
 @audit_options
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@output_options(*REPORT_FORMATS, aliases=OLD_FORMAT_NAMES)
 def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | None, exposed_schemas: str | None,
                fmt: str) -> None:
     """Compare the database with a snapshot; exit 1 if anything changed.
@@ -633,9 +663,9 @@ def _step_progress(result: smoke.StepResult) -> None:
               "flags show in the process list).")
 @click.option("--timeout", type=float, default=15.0, show_default=True,
               help="Seconds any network wait may take (live).")
-@json_option
+@output_options()
 def smoke_cmd(use_local: bool, database_url: str | None, supabase_url: str | None, anon_key: str | None,
-              service_role_key: str | None, timeout: float, as_json: bool) -> None:
+              service_role_key: str | None, timeout: float, fmt: str) -> None:
     """Run the chat end to end: users, thread, messages, history, Realtime, guests, receipts.
 
     Live (the default): supabase-py against a project (hosted, a branch or `supabase start`).
@@ -666,7 +696,7 @@ def smoke_cmd(use_local: bool, database_url: str | None, supabase_url: str | Non
         cfg = live.live_config(supabase_url, anon_key, service_role_key, timeout)
         progress(f"live smoke of {cfg.url}")
         report = smoke.run_live(cfg, progress=_step_progress)
-    emit(as_json, report.as_dict(), lambda: _smoke_text(report))
+    emit(fmt, report.as_dict(), lambda: _smoke_text(report))
     if not report.ok:
         sys.exit(1)
 
@@ -683,8 +713,8 @@ def export_group() -> None:
 
 @export_group.command("supabase-cli")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
-@json_option
-def export_supabase_cli(directory: str, as_json: bool) -> None:
+@output_options()
+def export_supabase_cli(directory: str, fmt: str) -> None:
     """Write each revision as DIRECTORY/supabase/migrations/<timestamp>_chat_db_<rev>.sql.
 
     Each file is the revision's offline SQL (as `dbtool migrate --sql` prints it, with the
@@ -698,7 +728,7 @@ def export_supabase_cli(directory: str, as_json: bool) -> None:
     """
     written = export.supabase_cli(Path(directory))
     rows = [(w.revision, w.status, w.path) for w in written]
-    emit(as_json, [w.as_dict() for w in written], lambda: table(["revision", "file", "path"], rows))
+    emit(fmt, [w.as_dict() for w in written], lambda: table(["revision", "file", "path"], rows))
 
 
 # --- the main job -----------------------------------------------------------------------
@@ -707,8 +737,8 @@ def export_supabase_cli(directory: str, as_json: bool) -> None:
 @cli.command("up")
 @click.option("--port", type=int, help="TCP port for the local server (default: $DBTOOL_PORT or 54329).")
 @click.option("--no-verify", is_flag=True, help="Skip checking the policy matrix (dbtool verify).")
-@json_option
-def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
+@output_options()
+def up_cmd(port: int | None, no_verify: bool, fmt: str) -> None:
     """The local stack in one go: start the server, reset its database, verify its policies.
 
     \b
@@ -720,7 +750,7 @@ def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
     data = {"server": st.as_dict(), "reset": {k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None,
             "verify": report.as_dict() if report else None}
-    emit(as_json, data, lambda: "\n\n".join(filter(None, [
+    emit(fmt, data, lambda: "\n\n".join(filter(None, [
         _status_text(st),
         _reset_text(result),
         _demo_text(result.seeded),
