@@ -10,7 +10,7 @@ The package is grouped by who uses it:
   seed, statistics, export), `dbtool.policy` (contract, probes, matrix, verify),
   `dbtool.audit` and `dbtool.smoke`.
 * Shared: `dbtool.database` (the database handle), `dbtool.config`, `dbtool.errors`,
-  `dbtool.urls`, `dbtool.render`, `dbtool.paths`.
+  `dbtool.urls`, `dbtool.progress`, `dbtool.render`, `dbtool.paths`.
 
 `from dbtool import personas, postgrest, realtime` keeps working (those three names are
 loaded lazily from `dbtool.supabase`); new code imports from `dbtool.supabase`.

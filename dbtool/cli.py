@@ -86,7 +86,32 @@ def emit(fmt: str, data: Any, text: str | Callable[[], str]) -> None:
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(cls=DbtoolGroup, context_settings=CONTEXT)
+# `dbtool --help` lists the commands by concern, each with the package that does the work.
+SECTIONS = (
+    ("Server (dbtool/server/)", ("local", "up")),
+    ("Build & data (dbtool/ops/)", ("standin", "reset", "seed", "clear-stats")),
+    ("Migrations (migrations/, dbtool/ops/migrate.py)", ("migrate", "downgrade", "export")),
+    ("Policies & audit (dbtool/policy/, dbtool/audit/)", ("verify", "audit")),
+    ("End to end (dbtool/smoke/)", ("smoke",)),
+)
+
+EPILOG = """\b
+Application tests: import dbtool.supabase (personas, postgrest, realtime) and use the
+chat_db pytest plugin (dbtool/testing/); see docs/testing.md. Reference: docs/cli.md."""
+
+
+class TopGroup(DbtoolGroup):
+    """The top-level group: commands listed under the concern they belong to."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        for title, names in SECTIONS:
+            rows = [(name, self.commands[name].get_short_help_str(limit)) for name in names]
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=TopGroup, context_settings=CONTEXT, epilog=EPILOG)
 @click.version_option(__version__, "--version", prog_name="dbtool")
 def cli() -> None:
     """Migrate, reset, verify and audit the chat database on Supabase or plain PostgreSQL.
