@@ -76,7 +76,7 @@ def main(quick: bool, messages: int | None, trials: int | None, seconds: float |
         large = prepare(server, "bench", users, threads, large_messages, 1, progress)
         small = prepare(server, "bench_small", max(users // 5, 20), small_threads,
                         max(large_messages // 10, 1000), 2, progress) if "realtime-checks" in chosen else None
-        with large.db.connect() as conn:
+        with large.db.connect(admin=True) as conn:
             version = str(conn.execute("select current_setting('server_version')").fetchone()[0])  # type: ignore[index]
         results: list[figures.Figure] = []
         steps = {

@@ -19,8 +19,9 @@ from typing import Any
 import psycopg
 
 from bench.harness import Database, Dataset, Paired, Progress, Server, interleave, pgbench, timed
-from dbtool import estimates, personas, plans, postgrest, realtime, reset
-from dbtool.target import Target
+from dbtool.ops import reset
+from dbtool.policy import estimates, plans
+from dbtool.supabase import personas, postgrest, realtime
 
 
 @dataclass
@@ -133,7 +134,7 @@ def history(data: Dataset, s: Settings) -> list[Figure]:
 
 
 def _plan_evidence(data: Dataset, query: str) -> dict[str, Any]:
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
         row = conn.execute("select uid from bench.members where n = 1").fetchone()
         assert row is not None
         who = personas.user("member", row[0])
@@ -173,7 +174,7 @@ def planned_estimates(data: Dataset) -> list[Figure]:
     (what a database analysed before 0005 answers until `dbtool clear-stats`). The busy thread
     and the statistics exist only inside a transaction that is rolled back."""
     busy_messages = max(data.messages // BUSY_SHARE, 100)
-    with data.db.connect() as conn, conn.transaction():
+    with data.db.connect(admin=True) as conn, conn.transaction():
         busy, uid = conn.execute(  # a member's thread, and a member who takes no part in it
             "select b.thread_id, o.uid from bench.members b join public.chat_threads t on t.thread_id = b.thread_id "
             "join bench.members o on o.uid::uuid not in (t.user_a_supabase_id, t.user_b_supabase_id) "
@@ -248,7 +249,7 @@ def inserts(data: Dataset, s: Settings, clients: tuple[int, ...] = (1, 2, 8)) ->
     N clients, with durable commits as in production and with the dev server's fsync=off
     (which leaves only CPU to compare). Also, for information, against a bare autocommit INSERT."""
     figures = []
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
 
         def trigger(which: str) -> None:
             state = "enable" if which == "variant" else "disable"
@@ -292,7 +293,7 @@ def limits(data: Dataset, s: Settings, clients: tuple[int, ...] = (2, 8)) -> lis
     send does the full work of counting, none stops early. For information, the same with a
     _client_id (the limiter then also checks for a retry)."""
     figures = []
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
 
         def trigger(which: str) -> None:
             state = "enable" if which == "variant" else "disable"
@@ -350,7 +351,7 @@ def guests(data: Dataset, s: Settings) -> list[Figure]:
     """Guest links (DESIGN §8): a guest's send in their guest thread vs a participant's in a
     direct thread (the same RPC, request shape and thread size), throughput at 2 clients; and
     the Realtime join read check of a guest vs of a direct-thread participant."""
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
         uid, topic = conn.execute("select uid, topic from bench.guests where n = 1").fetchone()  # type: ignore[misc]
         assert realtime.read_check(conn, personas.anonymous("guest", uid), topic).can_join
         conn.execute("truncate realtime.messages")
@@ -375,7 +376,7 @@ def guests(data: Dataset, s: Settings) -> list[Figure]:
 
 def _sanity(data: Dataset) -> None:
     """The checks must really succeed for these participants (else we would time refusals)."""
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
         uid, topic = conn.execute("select uid, topic from bench.members where n = 1").fetchone()  # type: ignore[misc]
         who = personas.user("member", uid)
         assert realtime.read_check(conn, who, topic).allowed == {"broadcast": True, "presence": True}
@@ -390,7 +391,7 @@ def realtime_checks(small: Dataset, large: Dataset, s: Settings) -> list[Figure]
     for data in (small, large):
         # Earlier figures left their broadcasts in the queue (hundreds of thousands on the large
         # dataset only); Realtime prunes it in production. Compare like with like: empty both.
-        with data.db.connect() as conn:
+        with data.db.connect(admin=True) as conn:
             conn.execute("truncate realtime.messages")
         _sanity(data)
         for name, script in (("read", READ_CHECK), ("write", WRITE_CHECK)):
@@ -417,7 +418,7 @@ def realtime_checks(small: Dataset, large: Dataset, s: Settings) -> list[Figure]
 def reset_vs_create(server: Server, s: Settings, progress: Progress) -> list[Figure]:
     """A repeat `dbtool reset` of an unchanged schema vs one bare CREATE DATABASE, same server."""
     db = server.database("bench_reset")
-    target = Target(db.url, db.admin_url, "bench", True)
+    target = Database(db.url, db.admin_url, "bench", True)
     progress("reset: first build")
     reset.reset(target)
     with psycopg.connect(db.admin_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -22,35 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from dbtool import build, local, seed
-from dbtool.config import LocalConfig, local_config
-from dbtool.pgbin import find_binaries
-
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Database:
-    name: str
-    url: str  # as postgres, the owner of our objects
-    admin_url: str  # as supabase_admin, the role Realtime connects as
-    port: int
-    password: str
-
-    def connect(self, admin: bool = True) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.admin_url if admin else self.url, autocommit=True)
-
-
-@dataclass(frozen=True)
-class Server:
-    config: LocalConfig
-
-    def database(self, name: str) -> Database:
-        return Database(name, local.server_url(self.config, local.APP_ROLE, name),
-                        local.server_url(self.config, local.ADMIN_ROLE, name), self.config.port,
-                        local.read_password(self.config) or "")
+from dbtool.database import Database
+from dbtool.ops import build, seed
+from dbtool.progress import Progress
+from dbtool.server import local
+from dbtool.server.embedded import Server, running
+from dbtool.server.pgbin import find_binaries
 
 
 @contextmanager
@@ -58,15 +34,10 @@ def embedded_server(progress: Progress) -> Iterator[Server]:
     """A server of our own (same launcher and settings as `dbtool local start`)."""
     home = Path(tempfile.mkdtemp(prefix="chat-db-bench-"))
     home.chmod(0o755)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    cfg = local_config(home=home / "server", port=port, database="postgres")
-    local.start(cfg, progress)
     try:
-        yield Server(cfg)
+        with running(home / "server", progress) as server:
+            yield server
     finally:
-        local.stop(cfg)
         subprocess.run(["rm", "-rf", str(home)], check=False)
 
 
@@ -153,7 +124,7 @@ def prepare(server: Server, name: str, users: int, threads: int, messages: int, 
     build.create_database(db.admin_url, name)
     build.prepare(db.admin_url, db.url)
     progress(f"loading {messages:,} messages in {threads:,} threads ({users:,} users) into {name}")
-    with db.connect() as conn:
+    with db.connect(admin=True) as conn:
         result = seed.load(conn, users=users, threads=threads, messages=messages, seed=seed_value)
         conn.execute("vacuum (analyze) public.chat_messages, public.chat_threads, public.chat_identities")
         conn.execute(MEMBERS_SQL.replace("%(limit)s", str(min(threads, 2000))))

@@ -101,7 +101,7 @@ def inbox_sizes(data: Dataset) -> tuple[int, int]:
 def _inbox_users(data: Dataset) -> dict[int, str]:
     """Create the heavy inbox users once; their uid per thread count."""
     users = {}
-    with data.db.connect() as conn, conn.transaction():
+    with data.db.connect(admin=True) as conn, conn.transaction():
         for n, threads in enumerate(inbox_sizes(data)):
             uid = f"1b0c0000-0000-4000-8000-{n:012d}"
             users[threads] = uid
@@ -112,7 +112,7 @@ def _inbox_users(data: Dataset) -> dict[int, str]:
                 if statement.strip():
                     conn.execute(statement, {"uid": uid, "email": f"inbox{threads}@bench.invalid",
                                              "mongo": f"8{n:023x}", "threads": threads})
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
         conn.execute("vacuum (analyze) public.chat_threads, public.chat_messages, public.chat_receipts")
     return users
 
@@ -180,7 +180,7 @@ MARK_BARE = ("\\set k :k + 1\n"
 
 def _mark_threads(data: Dataset) -> None:
     """Two threads (one per client) with MARK_MESSAGES consecutive message ids each."""
-    with data.db.connect() as conn, conn.transaction():
+    with data.db.connect(admin=True) as conn, conn.transaction():
         if conn.execute("select to_regclass('bench.marks')").fetchone() != (None,):
             return
         conn.execute(MARKS_SQL)
@@ -198,13 +198,13 @@ def _mark_threads(data: Dataset) -> None:
             conn.execute("update bench.marks set first_id = %s where c = %s", (ids[0] - 1, c))
             conn.execute("insert into public.chat_receipts (thread_id, supabase_user_id) values (%s, %s) "
                          "on conflict do nothing", (thread, uid))
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
         conn.execute("vacuum (analyze) public.chat_messages, public.chat_receipts")
 
 
 def marks(data: Dataset, s: Settings) -> list[Figure]:
     _mark_threads(data)
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
 
         def rewind(which: str) -> None:
             conn.execute("update public.chat_receipts r set delivered_up_to = 0, read_up_to = 0 from bench.marks b "
@@ -238,7 +238,7 @@ def send_cost(data: Dataset, s: Settings, rpc_insert: str) -> list[Figure]:
     own: the thread trigger (toggled; the index stays), and the unread index (dropped and
     rebuilt between trials, then a checkpoint, so that neither side runs behind the build's
     writes)."""
-    with data.db.connect() as conn:
+    with data.db.connect(admin=True) as conn:
         definition = conn.execute("select pg_get_indexdef(%s::regclass)", (f"public.{UNREAD_INDEX}",)).fetchone()
         assert definition is not None
 

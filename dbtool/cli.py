@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -12,19 +13,13 @@ from typing import Any
 import click
 import psycopg
 
-from dbtool import __version__, local, migrate, seed, smoke, standin, stats
-from dbtool import export as export_lib
-from dbtool import reset as reset_lib
-from dbtool import schema as schemas
-from dbtool import target as targets
-from dbtool import verify as verify_lib
-from dbtool.audit import config as audit_config
-from dbtool.audit import findings as audit_findings
-from dbtool.audit import report as audit_report
-from dbtool.audit import snapshot as audit_snapshot_lib
-from dbtool.config import MigrationConfig, local_config, migration_config
+from dbtool import __version__, audit, database, smoke
+from dbtool.config import MigrationConfig, local_config, migration_config, stats_config
 from dbtool.errors import DbtoolError
+from dbtool.ops import export, migrate, reset, seed, standin, stats, up
+from dbtool.policy import verify, worlds
 from dbtool.render import table, to_json
+from dbtool.server import local
 
 
 class DbtoolGroup(click.Group):
@@ -43,8 +38,36 @@ def progress(message: str) -> None:
     click.echo(f"· {message}", err=True)
 
 
-def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")(func)
+class FormatChoice(click.Choice):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """A choice of output formats that also accepts the older names of some (`table`)."""
+
+    def __init__(self, formats: tuple[str, ...], aliases: dict[str, str]) -> None:
+        super().__init__(formats)
+        self.aliases = aliases
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(self.aliases.get(value, value), param, ctx)
+
+
+def output_options(*formats: str, aliases: dict[str, str] | None = None) -> Callable[..., Any]:
+    """The output flags of every reporting command: `--format` (text, the default, for people;
+    json for machines; markdown where a report is pasted into a review) and `--json`, the
+    shorthand for `--format json`. The command receives `fmt`."""
+    formats = formats or ("text", "json")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option("--format", "fmt", type=FormatChoice(formats, aliases or {}), default=formats[0],
+                      show_default=True, help="Output format.")
+        @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
+        @functools.wraps(func)
+        def wrapper(*args: Any, fmt: str, as_json: bool, **kwargs: Any) -> Any:
+            if as_json and fmt not in ("json", formats[0]):
+                raise click.UsageError(f"--json is short for --format json; it cannot go with --format {fmt}")
+            return func(*args, fmt="json" if as_json else fmt, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,14 +78,40 @@ def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def emit(as_json: bool, data: Any, text: str | Callable[[], str]) -> None:
-    click.echo(to_json(data) if as_json else (text() if callable(text) else text))
+def emit(fmt: str, data: Any, text: str | Callable[[], str]) -> None:
+    """Print `data` as JSON for --format json, else the text (built only when needed)."""
+    click.echo(to_json(data) if fmt == "json" else (text() if callable(text) else text))
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(cls=DbtoolGroup, context_settings=CONTEXT)
+# `dbtool --help` lists the commands by concern, each with the package that does the work.
+SECTIONS = (
+    ("Server (dbtool/server/)", ("local", "up")),
+    ("Build & data (dbtool/ops/)", ("standin", "reset", "seed", "clear-stats")),
+    ("Migrations (migrations/, dbtool/ops/migrate.py)", ("migrate", "downgrade", "export")),
+    ("Policies & audit (dbtool/policy/, dbtool/audit/)", ("verify", "audit")),
+    ("End to end (dbtool/smoke/)", ("smoke",)),
+)
+
+EPILOG = """\b
+Application tests: import dbtool.supabase (personas, postgrest, realtime) and use the
+chat_db pytest plugin (dbtool/testing/); see docs/testing.md. Reference: docs/cli.md."""
+
+
+class TopGroup(DbtoolGroup):
+    """The top-level group: commands listed under the concern they belong to."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        for title, names in SECTIONS:
+            rows = [(name, self.commands[name].get_short_help_str(limit)) for name in names]
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=TopGroup, context_settings=CONTEXT, epilog=EPILOG)
 @click.version_option(__version__, "--version", prog_name="dbtool")
 def cli() -> None:
     """Migrate, reset, verify and audit the chat database on Supabase or plain PostgreSQL.
@@ -108,8 +157,8 @@ def _status_text(st: local.ServerStatus) -> str:
 
 @local_group.command("start")
 @click.option("--port", type=int, help="TCP port on 127.0.0.1 (default: $DBTOOL_PORT or 54329).")
-@json_option
-def local_start(port: int | None, as_json: bool) -> None:
+@output_options()
+def local_start(port: int | None, fmt: str) -> None:
     """Start the local server, creating it on first use.
 
     Running it again while it runs says so and exits 0.
@@ -125,7 +174,7 @@ def local_start(port: int | None, as_json: bool) -> None:
     else:
         what = "initialised and started" if result.initialised else "started"
         message = f"{what} in {result.seconds:.2f}s\n{_status_text(st)}"
-    emit(as_json, {"already_running": result.already_running, "initialised": result.initialised,
+    emit(fmt, {"already_running": result.already_running, "initialised": result.initialised,
                    "seconds": round(result.seconds, 3), "binaries": result.binaries, **st.as_dict()}, message)
 
 
@@ -142,8 +191,8 @@ def local_stop() -> None:
 
 
 @local_group.command("status")
-@json_option
-def local_status(as_json: bool) -> None:
+@output_options()
+def local_status(fmt: str) -> None:
     """Show whether the local server runs, its port, version and URLs (exit 3 when stopped).
 
     \b
@@ -151,7 +200,7 @@ def local_status(as_json: bool) -> None:
       dbtool local status --json
     """
     st = local.status(local_config())
-    emit(as_json, st.as_dict(), _status_text(st))
+    emit(fmt, st.as_dict(), _status_text(st))
     if not st.running:
         sys.exit(3)
 
@@ -226,18 +275,16 @@ def _installed_text(result: standin.Installed) -> str:
 
 @standin_group.command("install")
 @database_option
-@json_option
-def standin_install(database_url: str | None, as_json: bool) -> None:
+@output_options()
+def standin_install(database_url: str | None, fmt: str) -> None:
     """Install or update the stand-in (needs a superuser; refuses real Supabase databases).
 
     \b
     Example:
       dbtool standin install --database-url postgresql://postgres:pw@127.0.0.1:5432/app
     """
-    tgt = targets.resolve(database_url, local_config())
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        result = standin.install(conn)
-    emit(as_json, result.__dict__, lambda: _installed_text(result))
+    result = standin.install_in(database.resolve(database_url, local_config()))
+    emit(fmt, result.__dict__, lambda: _installed_text(result))
 
 
 # --- migrations -----------------------------------------------------------------------
@@ -273,9 +320,9 @@ def _migrated_text(result: migrate.MigrateResult) -> str:
 @click.option("--history", is_flag=True, help="List the revisions and exit.")
 @database_option
 @migration_options
-@json_option
+@output_options()
 def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None, timeouts: MigrationConfig,
-                as_json: bool) -> None:
+                fmt: str) -> None:
     """Apply migrations (locked against concurrent runners, one transaction per revision).
 
     \b
@@ -285,16 +332,16 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
     """
     if history:
         rows = migrate.history()
-        emit(as_json, [{"revision": r, "down_revision": d, "description": m} for r, d, m in rows],
+        emit(fmt, [{"revision": r, "down_revision": d, "description": m} for r, d, m in rows],
              lambda: table(["revision", "down", "description"], rows))
         return
     if offline:
         click.echo(migrate.offline_sql(to, timeouts=timeouts), nl=False)
         return
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     progress(f"migrating {tgt.describe()} to {to}")
     result = migrate.upgrade(migrate.MigrateSettings.of(tgt.url, timeouts), to, progress)
-    emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
+    emit(fmt, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
          _migrated_text(result))
 
 
@@ -303,9 +350,9 @@ def migrate_cmd(to: str, offline: bool, history: bool, database_url: str | None,
 @click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it.")
 @database_option
 @migration_options
-@json_option
+@output_options()
 def downgrade_cmd(revision: str, offline: bool, database_url: str | None, timeouts: MigrationConfig,
-                  as_json: bool) -> None:
+                  fmt: str) -> None:
     """Revert migrations down to REVISION ("base" removes every object we own).
 
     \b
@@ -317,10 +364,10 @@ def downgrade_cmd(revision: str, offline: bool, database_url: str | None, timeou
         click.echo(migrate.offline_sql(revision if ":" in revision else f"head:{revision}", down=True,
                                        timeouts=timeouts), nl=False)
         return
-    tgt = targets.resolve(database_url, local_config())
+    tgt = database.resolve(database_url, local_config())
     progress(f"downgrading {tgt.describe()} to {revision}")
     result = migrate.downgrade(migrate.MigrateSettings.of(tgt.url, timeouts), revision, progress)
-    emit(as_json, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
+    emit(fmt, {"before": result.before, "after": result.after, "applied": [a.__dict__ for a in result.applied]},
          _migrated_text(result))
 
 
@@ -340,7 +387,7 @@ def _demo_text(demo: seed.DemoData | None) -> str:
     ])
 
 
-def _reset_text(result: reset_lib.ResetResult) -> str:
+def _reset_text(result: reset.ResetResult) -> str:
     how = (f"kept the database and wiped its data ({result.wipe_method})" if result.mode == "fast"
            else "rebuilt the database (stand-in, migrations)")
     return f"reset in {result.seconds * 1000:.0f} ms: {how}; {result.reason}; at revision {result.revision}"
@@ -351,8 +398,8 @@ def _reset_text(result: reset_lib.ResetResult) -> str:
 @click.option("--force", is_flag=True, help="Allow a database that is not on this machine.")
 @click.option("--no-seed", is_flag=True, help="Leave the database empty (no demo personas).")
 @database_option
-@json_option
-def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, as_json: bool) -> None:
+@output_options()
+def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, fmt: str) -> None:
     """Bring the database to a clean, migrated state with the demo personas.
 
     When the stand-in and migrations are unchanged since the last reset the database is
@@ -364,11 +411,11 @@ def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, 
       dbtool reset            # the local server's database
       dbtool reset --full --database-url postgresql://postgres:pw@localhost:5432/chat_ci
     """
-    tgt = targets.resolve(database_url, local_config())
-    result = reset_lib.reset(tgt, full=full, force=force, with_seed=not no_seed, progress=progress)
+    tgt = database.resolve(database_url, local_config())
+    result = reset.reset(tgt, full=full, force=force, with_seed=not no_seed, progress=progress)
     data = {**{k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None}
-    emit(as_json, data, lambda: _reset_text(result) + "\n\n" + _demo_text(result.seeded))
+    emit(fmt, data, lambda: _reset_text(result) + "\n\n" + _demo_text(result.seeded))
 
 
 @cli.command("seed")
@@ -380,9 +427,9 @@ def reset_cmd(full: bool, force: bool, no_seed: bool, database_url: str | None, 
 @click.option("--seed", "seed_value", type=int, default=1, show_default=True, help="load: random seed (same seed, same data).")
 @click.option("--force", is_flag=True, help="Allow a database that is not on this machine.")
 @database_option
-@json_option
+@output_options()
 def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: int, force: bool,
-             database_url: str | None, as_json: bool) -> None:
+             database_url: str | None, fmt: str) -> None:
     """Add seed data: the demo personas, or a deterministic load profile.
 
     \b
@@ -392,26 +439,25 @@ def seed_cmd(profile: str, users: int, threads: int, messages: int, seed_value: 
     """
     if profile == "load":
         seed.check_load(users, threads, messages)
-    tgt = targets.resolve(database_url, local_config())
-    tgt.require_local(force, "seed")
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        schemas.require_chat_schema(conn, "seed")
-        if profile == "demo":
-            with conn.transaction():
-                demo = seed.demo(conn)
-            emit(as_json, demo.as_dict(), lambda: _demo_text(demo))
-            return
-        with click.progressbar(length=messages, label="messages", file=sys.stderr, show_pos=True,
-                               show_percent=True) as bar:
-            last = [0]
+    tgt = database.resolve(database_url, local_config())
+    if profile == "demo":
+        demo = seed.demo_in(tgt, force=force)
+        emit(fmt, demo.as_dict(), lambda: _demo_text(demo))
+        return
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []  # opened at the first report, after the checks: a refusal prints no bar
+        last = [0]
 
-            def advance(done: int, total: int) -> None:
-                bar.update(done - last[0])
-                last[0] = done
+        def advance(done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(length=total, label="messages", file=sys.stderr,
+                                                                  show_pos=True, show_percent=True)))
+            bars[0].update(done - last[0])
+            last[0] = done
 
-            result = seed.load(conn, users=users, threads=threads, messages=messages, seed=seed_value,
-                               progress=advance)
-    emit(as_json, result.as_dict(), lambda: (
+        result = seed.load_in(tgt, users=users, threads=threads, messages=messages, seed=seed_value, force=force,
+                              progress=advance)
+    emit(fmt, result.as_dict(), lambda: (
         f"loaded {result.users:,} users, {result.threads:,} threads, {result.messages:,} messages in "
         f"{result.seconds:.1f}s ({result.rate:,.0f} messages/s; COPY {result.copy_seconds:.1f}s, indexes and "
         f"constraints {result.index_seconds:.1f}s). The broadcast trigger was off during the load: "
@@ -444,13 +490,15 @@ def _cleared_text(result: stats.Cleared) -> str:
 @cli.command("clear-stats")
 @database_option
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run for this database; change nothing.")
-@click.option("--lock-timeout", default="2s", show_default=True,
-              help="How long to wait for the tables' locks (the application queues behind the wait) before giving up.")
-@click.option("--statement-timeout", default=lambda: os.environ.get("DBTOOL_STATEMENT_TIMEOUT", "5min"),
-              show_default="5min", help="How long one statement (a constraint's validation) may run.")
-@json_option
-def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str, statement_timeout: str,
-                    as_json: bool) -> None:
+@click.option("--lock-timeout", metavar="DURATION",
+              help="How long to wait for the tables' locks (the application queues behind the wait) before giving up "
+              "(default: 2s).")
+@click.option("--statement-timeout", metavar="DURATION",
+              help="How long one statement (a constraint's validation) may run (default: $DBTOOL_STATEMENT_TIMEOUT, "
+              "else 5min).")
+@output_options()
+def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str | None, statement_timeout: str | None,
+                    fmt: str) -> None:
     """Remove statistics that revision 0005 keeps from the planner but ANALYZE leaves behind.
 
     Needed once on a database analysed before 0005: until then `Prefer: count=planned` can
@@ -466,16 +514,16 @@ def clear_stats_cmd(database_url: str | None, dry_run: bool, lock_timeout: str, 
       dbtool clear-stats --dry-run --database-url "$DATABASE_URL"
       dbtool clear-stats --database-url "$DATABASE_URL"
     """
-    tgt = targets.resolve(database_url, local_config())
-    with psycopg.connect(tgt.url, autocommit=True) as conn:
-        if dry_run:
-            found = stats.plan(conn)
-            emit(as_json, {"columns": [c.name for c in found.columns], "sql": found.script(lock_timeout)},
-                 lambda: found.script(lock_timeout) if not found.empty else "-- nothing to clear")
-            return
-        progress(f"clearing stale planner statistics in {tgt.describe()}")
-        result = stats.clear(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout, progress=progress)
-    emit(as_json, result.as_dict(), lambda: _cleared_text(result))
+    timeouts = stats_config(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    tgt = database.resolve(database_url, local_config())
+    if dry_run:
+        found = stats.plan_for(tgt)
+        emit(fmt, {"columns": [c.name for c in found.columns], "sql": found.script(timeouts.lock_timeout)},
+             lambda: found.script(timeouts.lock_timeout) if not found.empty else "-- nothing to clear")
+        return
+    progress(f"clearing stale planner statistics in {tgt.describe()}")
+    result = stats.clear_in(tgt, timeouts, progress)
+    emit(fmt, result.as_dict(), lambda: _cleared_text(result))
 
 
 # --- DBAs and CI: verify ---------------------------------------------------------------------
@@ -485,17 +533,12 @@ EXACT_HELP = ("Keep the chat sequences still as well (they restart inside the ro
               "which pauses message inserts until the run ends). Default: only for databases on this machine.")
 
 
-def exact_for(tgt: targets.Target, exact: bool | None) -> bool:
-    """--exact/--no-exact, or when neither is given: only for a database on this machine."""
-    return tgt.local if exact is None else exact
-
-
 @cli.command("verify")
 @database_option
 @click.option("--junit-xml", metavar="PATH", help="Also write a JUnit XML report (for CI).")
 @click.option("--exact/--no-exact", default=None, help=EXACT_HELP)
-@json_option
-def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | None, as_json: bool) -> None:
+@output_options()
+def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | None, fmt: str) -> None:
     """Check every cell of the persona x object matrix against the contract (exit 1 on any failure).
 
     Every probe runs in a transaction that is rolled back, so it is safe on a staging copy
@@ -508,9 +551,9 @@ def verify_cmd(database_url: str | None, junit_xml: str | None, exact: bool | No
       dbtool verify
       dbtool verify --database-url "$STAGING_URL" --junit-xml policy.xml
     """
-    tgt = targets.resolve(database_url, local_config())
-    report = verify_lib.run(tgt.admin_url, junit_xml=junit_xml, exact=exact_for(tgt, exact), progress=progress)
-    emit(as_json, report.as_dict(), lambda: verify_lib.render(report))
+    tgt = database.resolve(database_url, local_config())
+    report = verify.run(tgt.admin_url, junit_xml=junit_xml, exact=worlds.exact_for(tgt.local, exact), progress=progress)
+    emit(fmt, report.as_dict(), lambda: verify.render(report))
     if not report.ok:
         sys.exit(1)
 
@@ -531,12 +574,13 @@ def audit_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-FORMATS = click.Choice(["table", "json", "markdown"])
+REPORT_FORMATS = ("text", "json", "markdown")
+OLD_FORMAT_NAMES = {"table": "text"}  # audit's name for text until every command took --format
 
 
 @cli.group("audit", cls=DbtoolGroup, invoke_without_command=True, context_settings=CONTEXT)
 @audit_options
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@output_options(*REPORT_FORMATS, aliases=OLD_FORMAT_NAMES)
 @click.option("--fail-on", type=click.Choice(["info", "warn", "error", "never"]), default="warn", show_default=True,
               help="Exit 1 when a finding of this severity or worse is reported.")
 @click.option("--no-matrix", is_flag=True, help="Only the static findings (strictly read-only, no probing).")
@@ -558,11 +602,11 @@ def audit_group(ctx: click.Context, database_url: str | None, config_path: str |
     """
     if ctx.invoked_subcommand is not None:
         return
-    tgt = targets.resolve(database_url, local_config())
-    report = audit_report.run(tgt.admin_url, audit_config.load(config_path, exposed_schemas),
-                              exact=exact_for(tgt, exact), with_matrix=not no_matrix)
-    click.echo(audit_report.render(report, fmt))
-    if fail_on != "never" and audit_findings.at_least(report.findings, fail_on):
+    tgt = database.resolve(database_url, local_config())
+    report = audit.run(tgt.admin_url, audit.load_config(config_path, exposed_schemas),
+                              exact=worlds.exact_for(tgt.local, exact), with_matrix=not no_matrix)
+    click.echo(audit.render(report, fmt))
+    if fail_on != "never" and audit.at_least(report.findings, fail_on):
         sys.exit(1)
 
 
@@ -578,10 +622,8 @@ def audit_snapshot(database_url: str | None, config_path: str | None, exposed_sc
     Example:
       dbtool audit snapshot > policy-snapshot.json
     """
-    tgt = targets.resolve(database_url, local_config())
-    cfg = audit_config.load(config_path, exposed_schemas)
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        data = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix=not no_matrix, exact=tgt.local)
+    tgt = database.resolve(database_url, local_config())
+    data = audit.snapshot_of(tgt, audit.load_config(config_path, exposed_schemas), with_matrix=not no_matrix)
     text = to_json(data)
     if output:
         with open(output, "w") as handle:
@@ -594,7 +636,7 @@ def audit_snapshot(database_url: str | None, config_path: str | None, exposed_sc
 @audit_group.command("diff")
 @click.argument("snapshot_file", metavar="SNAPSHOT")
 @audit_options
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@output_options(*REPORT_FORMATS, aliases=OLD_FORMAT_NAMES)
 def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | None, exposed_schemas: str | None,
                fmt: str) -> None:
     """Compare the database with a snapshot; exit 1 if anything changed.
@@ -606,14 +648,11 @@ def audit_diff(snapshot_file: str, database_url: str | None, config_path: str | 
     Example:
       dbtool audit diff policy-snapshot.json --format markdown
     """
-    old = audit_report.load_snapshot(snapshot_file)
-    tgt = targets.resolve(database_url, local_config())
-    cfg = audit_config.load(config_path, exposed_schemas)
-    with psycopg.connect(tgt.admin_url, autocommit=True) as conn:
-        new = audit_snapshot_lib.take(conn, cfg, tgt.describe(), with_matrix="matrix" in old, exact=tgt.local)
-    changes = audit_snapshot_lib.diff(old, new)
-    click.echo(audit_report.render_diff(changes, fmt, str(old.get("taken_at"))))
-    if changes:
+    old = audit.load_snapshot(snapshot_file)
+    tgt = database.resolve(database_url, local_config())
+    found = audit.drift(tgt, audit.load_config(config_path, exposed_schemas), old)
+    click.echo(audit.render_diff(found.changes, fmt, found.since))
+    if found.changes:
         sys.exit(1)
 
 
@@ -649,9 +688,9 @@ def _step_progress(result: smoke.StepResult) -> None:
               "flags show in the process list).")
 @click.option("--timeout", type=float, default=15.0, show_default=True,
               help="Seconds any network wait may take (live).")
-@json_option
+@output_options()
 def smoke_cmd(use_local: bool, database_url: str | None, supabase_url: str | None, anon_key: str | None,
-              service_role_key: str | None, timeout: float, as_json: bool) -> None:
+              service_role_key: str | None, timeout: float, fmt: str) -> None:
     """Run the chat end to end: users, thread, messages, history, Realtime, guests, receipts.
 
     Live (the default): supabase-py against a project (hosted, a branch or `supabase start`).
@@ -672,7 +711,7 @@ def smoke_cmd(use_local: bool, database_url: str | None, supabase_url: str | Non
     if use_local:
         if supabase_url or anon_key or service_role_key:
             raise click.UsageError("--supabase-url, --anon-key and --service-role-key are for the live run, not --local")
-        tgt = targets.resolve(database_url, local_config())
+        tgt = database.resolve(database_url, local_config())
         report = smoke.run_local(tgt.url, tgt.admin_url, progress=_step_progress)
     else:
         if database_url:
@@ -682,7 +721,7 @@ def smoke_cmd(use_local: bool, database_url: str | None, supabase_url: str | Non
         cfg = live.live_config(supabase_url, anon_key, service_role_key, timeout)
         progress(f"live smoke of {cfg.url}")
         report = smoke.run_live(cfg, progress=_step_progress)
-    emit(as_json, report.as_dict(), lambda: _smoke_text(report))
+    emit(fmt, report.as_dict(), lambda: _smoke_text(report))
     if not report.ok:
         sys.exit(1)
 
@@ -699,8 +738,8 @@ def export_group() -> None:
 
 @export_group.command("supabase-cli")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
-@json_option
-def export_supabase_cli(directory: str, as_json: bool) -> None:
+@output_options()
+def export_supabase_cli(directory: str, fmt: str) -> None:
     """Write each revision as DIRECTORY/supabase/migrations/<timestamp>_chat_db_<rev>.sql.
 
     Each file is the revision's offline SQL (as `dbtool migrate --sql` prints it, with the
@@ -712,9 +751,9 @@ def export_supabase_cli(directory: str, as_json: bool) -> None:
     Example:
       dbtool export supabase-cli ~/src/app && cd ~/src/app && supabase db push
     """
-    written = export_lib.supabase_cli(Path(directory))
+    written = export.supabase_cli(Path(directory))
     rows = [(w.revision, w.status, w.path) for w in written]
-    emit(as_json, [w.as_dict() for w in written], lambda: table(["revision", "file", "path"], rows))
+    emit(fmt, [w.as_dict() for w in written], lambda: table(["revision", "file", "path"], rows))
 
 
 # --- the main job -----------------------------------------------------------------------
@@ -723,32 +762,27 @@ def export_supabase_cli(directory: str, as_json: bool) -> None:
 @cli.command("up")
 @click.option("--port", type=int, help="TCP port for the local server (default: $DBTOOL_PORT or 54329).")
 @click.option("--no-verify", is_flag=True, help="Skip checking the policy matrix (dbtool verify).")
-@json_option
-def up_cmd(port: int | None, no_verify: bool, as_json: bool) -> None:
+@output_options()
+def up_cmd(port: int | None, no_verify: bool, fmt: str) -> None:
     """The local stack in one go: start the server, reset its database, verify its policies.
 
     \b
     Example:
       dbtool up && psql "$(dbtool local url)"
     """
-    cfg = local_config(port=port)
-    started = local.start(cfg, progress)
-    st = started.status
-    assert st.url is not None and st.admin_url is not None
-    tgt = targets.Target(st.url, st.admin_url, "local server", True)
-    result = reset_lib.reset(tgt, progress=progress)
-    report = None if no_verify else verify_lib.run(st.admin_url, exact=True, progress=progress)  # a local server
+    stack = up.run(local_config(port=port), with_verify=not no_verify, progress=progress)
+    st, result, report = stack.server, stack.reset, stack.verify
     data = {"server": st.as_dict(), "reset": {k: v for k, v in result.__dict__.items() if k != "seeded"},
             "seeded": result.seeded.as_dict() if result.seeded else None,
             "verify": report.as_dict() if report else None}
-    emit(as_json, data, lambda: "\n\n".join(filter(None, [
+    emit(fmt, data, lambda: "\n\n".join(filter(None, [
         _status_text(st),
         _reset_text(result),
         _demo_text(result.seeded),
-        verify_lib.render(report) if report else None,
+        verify.render(report) if report else None,
         f"connect with:  psql \"{st.url}\"",
     ])))
-    if report is not None and not report.ok:
+    if not stack.ok:
         sys.exit(1)
 
 

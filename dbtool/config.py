@@ -17,6 +17,7 @@ ROOT_MODES = ("auto", "userns", "nobody")
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "5min"
 DEFAULT_LOCK_WAIT = 600.0
+DEFAULT_STATS_LOCK_TIMEOUT = "2s"
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,31 @@ def _chosen(flag: str | None, flag_name: str, variable: str, env: Mapping[str, s
     if env.get(variable):
         return env[variable], variable
     return None
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """How long `dbtool clear-stats` waits for the chat tables' locks (the application queues
+    behind the wait) and how long one statement (a constraint's validation) may run."""
+
+    lock_timeout: str = DEFAULT_STATS_LOCK_TIMEOUT
+    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
+
+
+def stats_config(
+    *,
+    lock_timeout: str | None = None,
+    statement_timeout: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> StatsConfig:
+    """The lock timeout from its flag (default 2s: the lock blocks the application), the
+    statement timeout from its flag, then DBTOOL_STATEMENT_TIMEOUT, then 5min."""
+    env = os.environ if env is None else env
+    statement = _chosen(statement_timeout, "--statement-timeout", "DBTOOL_STATEMENT_TIMEOUT", env)
+    return StatsConfig(
+        lock_timeout=_duration(lock_timeout, "--lock-timeout") if lock_timeout is not None else DEFAULT_STATS_LOCK_TIMEOUT,
+        statement_timeout=_duration(*statement) if statement else DEFAULT_STATEMENT_TIMEOUT,
+    )
 
 
 def migration_config(

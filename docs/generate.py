@@ -29,10 +29,10 @@ from pathlib import Path
 import psycopg
 
 from bench.report import render_file
-from dbtool import build, seed
 from dbtool.audit import findings
 from dbtool.audit import report as audit_report
 from dbtool.audit.config import AuditConfig
+from dbtool.ops import build, seed
 from dbtool.urls import conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +160,8 @@ def regenerate(path: Path, database: Callable[[], str]) -> str:
 def private_databases() -> Iterator[Callable[[], str]]:
     """New migrated databases, built like the test template, on a private embedded server
     that starts when the first one is asked for."""
-    from bench.harness import Server, embedded_server
+    from bench.harness import embedded_server
+    from dbtool.server.embedded import Server
 
     with ExitStack() as stack:
         server: Server | None = None

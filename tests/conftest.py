@@ -6,14 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from dbtool import build, standin
-from dbtool import world as worlds
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.database import Database
+from dbtool.ops import build, standin
+from dbtool.policy import worlds
+from dbtool.server.embedded import Server
 from tests.helpers import WorldDb
 
 
 @pytest.fixture
-def world_db(chat_db: ChatDatabase) -> Iterator[WorldDb]:
+def world_db(chat_db: Database) -> Iterator[WorldDb]:
     with chat_db.connect(admin=True) as admin:
         with admin.transaction():
             world = worlds.create(admin)
@@ -21,7 +22,7 @@ def world_db(chat_db: ChatDatabase) -> Iterator[WorldDb]:
 
 
 @pytest.fixture
-def bare(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
+def bare(chat_db_server: Server, request: pytest.FixtureRequest) -> Iterator[Database]:
     """A new database with the Supabase stand-in only, as CI finds one before migrating."""
     name = f"chat_db_bare_{abs(hash(request.node.nodeid)) % 10**8}"
     db = chat_db_server.database(name)

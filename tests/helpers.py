@@ -8,16 +8,16 @@ from typing import Any
 import psycopg
 from click.testing import CliRunner, Result
 
-from dbtool import world as worlds
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.database import Database
+from dbtool.policy import worlds
 
 
 @dataclass(frozen=True)
 class WorldDb:
     """A fresh clone holding a committed world, and an admin connection to it."""
 
-    db: ChatDatabase
+    db: Database
     world: worlds.World
     admin: psycopg.Connection[Any]
 

@@ -1,7 +1,7 @@
 """Supabase's HTTP API over a real local database, for the live driver's tests.
 
 Auth (admin users, password sign-in, anonymous sign-in) writes and reads auth.users;
-PostgREST requests go through dbtool.postgrest, which reproduces what PostgREST runs; the
+PostgREST requests go through dbtool.supabase.postgrest, which reproduces what PostgREST runs; the
 OpenAPI description lists the database's own functions. Websockets to /realtime/v1 go to the
 Realtime emulation (tests/supabase_realtime.py) when one is given, else they are refused, as
 by a project whose Realtime is unreachable. Access tokens are unsigned JWTs carrying the
@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from dbtool import personas, postgrest
-from dbtool.personas import Persona
 from dbtool.smoke.local import argument_types, jsonable
+from dbtool.supabase import personas, postgrest
+from dbtool.supabase.personas import Persona
 
 ANON_KEY = "anon." + "a" * 40
 SERVICE_KEY = "service." + "s" * 40

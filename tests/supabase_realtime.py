@@ -1,7 +1,7 @@
 """Supabase Realtime's websocket protocol over a real local database, for the live driver's tests.
 
-Private joins are decided by dbtool.realtime.read_check, client broadcasts and presence by
-dbtool.realtime.write_check (the statements the Realtime server runs); broadcasts the
+Private joins are decided by dbtool.supabase.realtime.read_check, client broadcasts and presence by
+dbtool.supabase.realtime.write_check (the statements the Realtime server runs); broadcasts the
 database writes to realtime.messages (the chat trigger) are delivered to the topic's private
 subscribers, as Realtime does from its replication stream. Public joins follow the project
 setting "Allow public access" (`public_access`). Phoenix JSON messages (vsn 1.0.0), as
@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 from websockets.asyncio.server import ServerConnection, serve
 
-from dbtool import realtime
-from dbtool.personas import Persona
+from dbtool.supabase import realtime
+from dbtool.supabase.personas import Persona
 
 PREFIX = "realtime:"
 

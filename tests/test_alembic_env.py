@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dbtool import migrate
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.database import Database
+from dbtool.ops import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
@@ -26,7 +26,7 @@ def alembic(*args: str, ini: Path = ROOT / "alembic.ini", **env: str) -> subproc
 
 
 @pytest.mark.parametrize("form", ["key=value", "?host="])
-def test_database_url_in_every_form_libpq_reads(chat_db: ChatDatabase, form: str) -> None:
+def test_database_url_in_every_form_libpq_reads(chat_db: Database, form: str) -> None:
     params = conninfo_to_dict(chat_db.url)
     if form == "key=value":  # SQLAlchemy's URL parser cannot read this form at all
         url = make_conninfo("", **params)
@@ -37,7 +37,7 @@ def test_database_url_in_every_form_libpq_reads(chat_db: ChatDatabase, form: str
     assert done.stdout.strip() == f"{migrate.heads()[0]} (head)"
 
 
-def test_pghost_completes_a_database_url_without_host(chat_db: ChatDatabase) -> None:
+def test_pghost_completes_a_database_url_without_host(chat_db: Database) -> None:
     params = conninfo_to_dict(chat_db.url)
     done = alembic("current", DATABASE_URL=f"postgresql://{params['user']}:{params['password']}@/{params['dbname']}",
                    PGHOST=str(params["host"]), PGPORT=str(params["port"]))
@@ -83,7 +83,7 @@ def refused(done: subprocess.CompletedProcess[str]) -> bool:
 
 
 @pytest.mark.parametrize("command", [["check"], ["revision", "--autogenerate", "-m", "sync"]])
-def test_autogenerate_is_refused_on_a_migrated_database(chat_db: ChatDatabase, scripts: Path, command: list[str]) -> None:
+def test_autogenerate_is_refused_on_a_migrated_database(chat_db: Database, scripts: Path, command: list[str]) -> None:
     before = revisions(scripts)
     done = alembic(*command, ini=scripts / "alembic.ini", DATABASE_URL=chat_db.url)
     assert refused(done), done.stdout + done.stderr
@@ -97,7 +97,7 @@ def test_autogenerate_is_refused_without_a_database(scripts: Path, command: list
     assert refused(done), done.stdout + done.stderr
 
 
-def test_autogenerate_through_the_api_is_refused_too(chat_db: ChatDatabase, scripts: Path) -> None:
+def test_autogenerate_through_the_api_is_refused_too(chat_db: Database, scripts: Path) -> None:
     from alembic import command
     from alembic.util import CommandError
 

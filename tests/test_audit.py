@@ -13,19 +13,19 @@ from click.testing import CliRunner
 
 from dbtool.audit import config, findings, report, snapshot
 from dbtool.cli import cli
-from dbtool.pgbin import find_binaries
-from dbtool.probes import ALL_PROBES, PERSONAS
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.database import Database
+from dbtool.policy.probes import ALL_PROBES, PERSONAS
+from dbtool.server.pgbin import find_binaries
 
 CLEAN = config.AuditConfig()
 
 
-def audit(db: ChatDatabase, cfg: config.AuditConfig = CLEAN) -> list[findings.Finding]:
+def audit(db: Database, cfg: config.AuditConfig = CLEAN) -> list[findings.Finding]:
     with db.connect() as conn:
         return findings.run(conn, cfg)
 
 
-def test_the_migrated_schema_is_clean(chat_db: ChatDatabase) -> None:
+def test_the_migrated_schema_is_clean(chat_db: Database) -> None:
     assert audit(chat_db) == []
 
 
@@ -124,7 +124,7 @@ PLANTED = [
 
 
 @pytest.mark.parametrize(("statements", "expected"), [(s, e) for _, s, e in PLANTED], ids=[n for n, _, _ in PLANTED])
-def test_each_misconfiguration_is_reported(chat_db: ChatDatabase, statements: list[str],
+def test_each_misconfiguration_is_reported(chat_db: Database, statements: list[str],
                                            expected: list[tuple[str, str, str]]) -> None:
     with chat_db.connect(admin=True) as conn:
         for statement in statements:
@@ -135,7 +135,7 @@ def test_each_misconfiguration_is_reported(chat_db: ChatDatabase, statements: li
     assert got == set(expected)
 
 
-def test_measured_anonymous_access_is_a_finding(chat_db: ChatDatabase) -> None:
+def test_measured_anonymous_access_is_a_finding(chat_db: Database) -> None:
     """A membership helper gone wrong reads fine statically; the matrix measured as an anonymous
     user without a link (and as an ended guest) shows what it admits."""
     with chat_db.connect() as conn:
@@ -150,7 +150,7 @@ def test_measured_anonymous_access_is_a_finding(chat_db: ChatDatabase) -> None:
                for f in found)
 
 
-def test_a_policy_admitting_anonymous_users_is_found_both_ways(chat_db: ChatDatabase) -> None:
+def test_a_policy_admitting_anonymous_users_is_found_both_ways(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         conn.execute("create policy guest_threads on public.chat_threads for select to authenticated "
                      "using (kind = 'guest')")
@@ -159,7 +159,7 @@ def test_a_policy_admitting_anonymous_users_is_found_both_ways(chat_db: ChatData
     assert ("anonymous_user_admitted", "chat_threads select") in found
 
 
-def test_a_recorded_justification_downgrades_to_info(chat_db: ChatDatabase) -> None:
+def test_a_recorded_justification_downgrades_to_info(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         conn.execute("create function public.admin_thing() returns int language sql security definer "
                       "set search_path = '' as 'select 1'")
@@ -170,7 +170,7 @@ def test_a_recorded_justification_downgrades_to_info(chat_db: ChatDatabase) -> N
         "definer_executable_by_api", "info", "the admin app calls it; reviewed")
 
 
-def test_exposed_schemas_are_configurable(chat_db: ChatDatabase) -> None:
+def test_exposed_schemas_are_configurable(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         conn.execute("create schema api")
         conn.execute("create table api.things (id int)")
@@ -193,7 +193,7 @@ def test_per_row_detection_reads_the_deparsed_expression() -> None:
 # --- drift ------------------------------------------------------------------------------------
 
 
-def take(db: ChatDatabase) -> dict[str, Any]:
+def take(db: Database) -> dict[str, Any]:
     with db.connect(admin=True) as conn:
         return snapshot.take(conn, CLEAN, "test")
 
@@ -202,11 +202,11 @@ def grades(changes: list[snapshot.Change]) -> set[tuple[str, str]]:
     return {(c.grade, c.kind) for c in changes}
 
 
-def test_no_change_no_diff(chat_db: ChatDatabase) -> None:
+def test_no_change_no_diff(chat_db: Database) -> None:
     assert snapshot.diff(take(chat_db), take(chat_db)) == []
 
 
-def test_widening_a_policy_is_dangerous(chat_db: ChatDatabase) -> None:
+def test_widening_a_policy_is_dangerous(chat_db: Database) -> None:
     before = take(chat_db)
     with chat_db.connect() as conn:
         conn.execute("alter policy chat_threads__select_participants on public.chat_threads using (true)")
@@ -220,7 +220,7 @@ def test_widening_a_policy_is_dangerous(chat_db: ChatDatabase) -> None:
     assert leak.grade == "dangerous" and leak.message == "P0002 thread not found -> ok 0 rows"
 
 
-def test_narrowing_a_policy_is_breaking(chat_db: ChatDatabase) -> None:
+def test_narrowing_a_policy_is_breaking(chat_db: Database) -> None:
     before = take(chat_db)
     with chat_db.connect() as conn:
         conn.execute("alter policy chat_threads__select_participants on public.chat_threads "
@@ -231,7 +231,7 @@ def test_narrowing_a_policy_is_breaking(chat_db: ChatDatabase) -> None:
     assert any(c.kind == "access" for c in changes)
 
 
-def test_a_cosmetic_rewrite_is_safe(chat_db: ChatDatabase) -> None:
+def test_a_cosmetic_rewrite_is_safe(chat_db: Database) -> None:
     before = take(chat_db)
     with chat_db.connect() as conn:
         conn.execute("alter policy chat_threads__select_participants on public.chat_threads "
@@ -242,7 +242,7 @@ def test_a_cosmetic_rewrite_is_safe(chat_db: ChatDatabase) -> None:
     assert grades(changes) == {("safe", "policy")}
 
 
-def test_new_grants_and_policies_and_definers_are_graded(chat_db: ChatDatabase) -> None:
+def test_new_grants_and_policies_and_definers_are_graded(chat_db: Database) -> None:
     before = take(chat_db)
     with chat_db.connect() as conn:
         conn.execute("grant select on public.chat_messages to anon")
@@ -261,7 +261,7 @@ def test_new_grants_and_policies_and_definers_are_graded(chat_db: ChatDatabase) 
 # --- the whole command --------------------------------------------------------------------------
 
 
-def pg_dump(db: ChatDatabase) -> str:
+def pg_dump(db: Database) -> str:
     done = subprocess.run([find_binaries(None).tool("pg_dump"), "--dbname", db.admin_url, "--no-comments"],
                           capture_output=True, text=True, check=True)
     import re
@@ -269,9 +269,9 @@ def pg_dump(db: ChatDatabase) -> str:
     return re.sub(r"^\\(un)?restrict \S+$", "", done.stdout, flags=re.M)
 
 
-def test_audit_changes_nothing_byte_for_byte(chat_db: ChatDatabase, tmp_path: Path) -> None:
+def test_audit_changes_nothing_byte_for_byte(chat_db: Database, tmp_path: Path) -> None:
     with chat_db.connect(admin=True) as conn:
-        from dbtool import seed
+        from dbtool.ops import seed
 
         with conn.transaction():
             seed.demo(conn)
@@ -284,7 +284,7 @@ def test_audit_changes_nothing_byte_for_byte(chat_db: ChatDatabase, tmp_path: Pa
     assert pg_dump(chat_db) == before
 
 
-def test_cli_formats_and_fail_on(chat_db: ChatDatabase) -> None:
+def test_cli_formats_and_fail_on(chat_db: Database) -> None:
     runner = CliRunner()
     url = chat_db.admin_url
     clean = runner.invoke(cli, ["audit", "--database-url", url, "--format", "json"])
@@ -302,7 +302,7 @@ def test_cli_formats_and_fail_on(chat_db: ChatDatabase) -> None:
     assert "| object | operation | anon |" in md.stdout
 
 
-def test_extra_personas_from_a_config_file(chat_db: ChatDatabase, tmp_path: Path) -> None:
+def test_extra_personas_from_a_config_file(chat_db: Database, tmp_path: Path) -> None:
     cfg_file = tmp_path / "audit.toml"
     cfg_file.write_text('[[personas]]\nname = "alice (support claim)"\nas = "alice"\n'
                         'claims = { app_metadata = { role = "support" } }\n\n'

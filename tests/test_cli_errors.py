@@ -7,15 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from dbtool import build
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.database import Database
+from dbtool.ops import build
+from dbtool.server.embedded import Server
 from tests.helpers import cli_error as error
 from tests.helpers import cli_run as run
 
 # --- migration timeouts: validated once, named as the user gave them -------------------------
 
 
-def untouched(db: ChatDatabase) -> bool:
+def untouched(db: Database) -> bool:
     with db.connect() as conn:
         return conn.execute("select to_regnamespace('chat_migrations') is null").fetchone() == (True,)
 
@@ -33,12 +34,12 @@ def untouched(db: ChatDatabase) -> bool:
 ])
 @pytest.mark.parametrize("command", [["migrate"], ["downgrade", "base"]])
 def test_bad_timeouts_name_their_flag_or_variable_and_write_nothing(
-        bare: ChatDatabase, command: list[str], args: list[str], env: dict[str, str], message: str) -> None:
+        bare: Database, command: list[str], args: list[str], env: dict[str, str], message: str) -> None:
     assert error(run(*command, "--database-url", bare.url, *args, **env)) == f"Error: {message}"
     assert untouched(bare)
 
 
-def test_every_accepted_duration_is_one_postgresql_takes(bare: ChatDatabase) -> None:
+def test_every_accepted_duration_is_one_postgresql_takes(bare: Database) -> None:
     result = run("migrate", "--database-url", bare.url, "--lock-timeout", "500 ms", "--statement-timeout", "1.5min",
                  "--lock-wait", "0.5")
     assert result.exit_code == 0, result.output
@@ -49,7 +50,7 @@ def test_every_accepted_duration_is_one_postgresql_takes(bare: ChatDatabase) -> 
 
 
 @pytest.fixture
-def empty(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
+def empty(chat_db_server: Server, request: pytest.FixtureRequest) -> Iterator[Database]:
     """A plain database: neither Supabase's schemas (nor the stand-in) nor ours."""
     name = f"chat_db_empty_{abs(hash(request.node.nodeid)) % 10**8}"
     db = chat_db_server.database(name)
@@ -60,7 +61,7 @@ def empty(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Ite
         build.drop_database(db.admin_url, name)
 
 
-def state(db: ChatDatabase) -> list[tuple[object, ...]]:
+def state(db: Database) -> list[tuple[object, ...]]:
     """Every relation and its estimated size, and the rows of the stand-in's tables if any."""
     with db.connect(admin=True) as conn:
         rows = conn.execute(
@@ -83,7 +84,7 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize(("command", "action", "also"), COMMANDS, ids=lambda c: " ".join(c) if isinstance(c, list) else "")
-def test_without_supabase_or_the_stand_in(empty: ChatDatabase, command: list[str], action: str, also: str) -> None:
+def test_without_supabase_or_the_stand_in(empty: Database, command: list[str], action: str, also: str) -> None:
     before = state(empty)
     result = run(*command, "--database-url", empty.admin_url)
     assert error(result) == (
@@ -94,7 +95,7 @@ def test_without_supabase_or_the_stand_in(empty: ChatDatabase, command: list[str
 
 
 @pytest.mark.parametrize(("command", "action", "also"), COMMANDS, ids=lambda c: " ".join(c) if isinstance(c, list) else "")
-def test_without_the_chat_schema(bare: ChatDatabase, command: list[str], action: str, also: str) -> None:
+def test_without_the_chat_schema(bare: Database, command: list[str], action: str, also: str) -> None:
     before = state(bare)
     result = run(*command, "--database-url", bare.admin_url)
     assert error(result) == (
@@ -103,7 +104,7 @@ def test_without_the_chat_schema(bare: ChatDatabase, command: list[str], action:
     assert state(bare) == before
 
 
-def test_static_findings_need_no_chat_schema(bare: ChatDatabase) -> None:
+def test_static_findings_need_no_chat_schema(bare: Database) -> None:
     result = run("audit", "--no-matrix", "--database-url", bare.admin_url)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "0 finding(s): 0 error, 0 warn, 0 info"

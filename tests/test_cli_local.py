@@ -17,14 +17,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from dbtool.cli import cli
+from dbtool.server.embedded import free_port
 
 DBTOOL = [sys.executable, "-m", "dbtool"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dbtool import migrate, paths
+from dbtool import paths
+from dbtool.database import Database
 from dbtool.errors import MigrationError
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import migrate
 
 LOCK_KEY = int.from_bytes(b"chat-db\x01", "big")  # migrations/env.py
 
@@ -24,7 +25,7 @@ def dbtool(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_two_runners_at_once_serialise_and_both_succeed(bare: ChatDatabase, tmp_path: Path) -> None:
+def test_two_runners_at_once_serialise_and_both_succeed(bare: Database, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     logs = [tmp_path / f"runner{i}.err" for i in range(2)]
     with bare.connect() as holder:
@@ -55,7 +56,7 @@ def test_two_runners_at_once_serialise_and_both_succeed(bare: ChatDatabase, tmp_
     assert migrate.current(bare.url) == migrate.heads()[0]
 
 
-def test_blocked_ddl_fails_fast_and_leaves_the_revision(bare: ChatDatabase) -> None:
+def test_blocked_ddl_fails_fast_and_leaves_the_revision(bare: Database) -> None:
     migrate.upgrade(migrate.MigrateSettings(bare.url), "0002")
     with bare.connect(autocommit=False) as app:
         # Realtime reading its queue: CREATE POLICY on realtime.messages needs an exclusive lock.
@@ -93,7 +94,7 @@ def downgrade() -> None:
 '''
 
 
-def test_a_revision_failing_midway_leaves_the_previous_one_intact(bare: ChatDatabase, tmp_path: Path) -> None:
+def test_a_revision_failing_midway_leaves_the_previous_one_intact(bare: Database, tmp_path: Path) -> None:
     scripts = tmp_path / "migrations"
     shutil.copytree(paths.migrations_dir(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
     head = migrate.heads()[0]
@@ -109,7 +110,7 @@ def test_a_revision_failing_midway_leaves_the_previous_one_intact(bare: ChatData
         assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
 
 
-def test_migrate_prints_each_revision_and_json(bare: ChatDatabase) -> None:
+def test_migrate_prints_each_revision_and_json(bare: Database) -> None:
     runner = dbtool("migrate", "--database-url", bare.url, "--json")
     out, err = runner.communicate(timeout=120)
     assert runner.returncode == 0, err
@@ -122,7 +123,7 @@ def test_migrate_prints_each_revision_and_json(bare: ChatDatabase) -> None:
     assert [a["revision"] for a in report["applied"]] == [r for r, _, _ in migrate.history()]
 
 
-def test_downgrade_and_history_and_sql(bare: ChatDatabase) -> None:
+def test_downgrade_and_history_and_sql(bare: Database) -> None:
     migrate.upgrade(migrate.MigrateSettings(bare.url), "head")
     head, before, _ = migrate.history()[-1]
     down = dbtool("downgrade", "-1", "--database-url", bare.url)
@@ -137,7 +138,7 @@ def test_downgrade_and_history_and_sql(bare: ChatDatabase) -> None:
     assert sql.returncode == 0 and "drop table public.chat_messages" in out
 
 
-def test_unknown_revision_is_a_clear_error(bare: ChatDatabase) -> None:
+def test_unknown_revision_is_a_clear_error(bare: Database) -> None:
     runner = dbtool("migrate", "--database-url", bare.url, "--to", "9999")
     _, err = runner.communicate(timeout=60)
     assert runner.returncode == 1
@@ -157,7 +158,7 @@ HOSTED_REFUSED = BROKEN.replace(
     '    op.execute("comment on policy chat_realtime__select_participants on realtime.messages is \'x\'")')
 
 
-def test_a_revision_that_hosted_supabase_refuses_fails_locally_first(bare: ChatDatabase, tmp_path: Path) -> None:
+def test_a_revision_that_hosted_supabase_refuses_fails_locally_first(bare: Database, tmp_path: Path) -> None:
     """The stand-in refuses what supautils (before 3.3) refuses, and the database stays at
     the last complete revision."""
     scripts = tmp_path / "migrations"

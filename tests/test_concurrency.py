@@ -9,11 +9,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dbtool import limits, postgrest
-from dbtool import world as worlds
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
-from dbtool.world import Member
+from dbtool.ops import limits
+from dbtool.policy import worlds
+from dbtool.policy.worlds import Member
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
 from tests.helpers import WorldDb
 
 T = TypeVar("T")

@@ -12,7 +12,9 @@ import click
 import pytest
 
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+from dbtool.database import Database
+from dbtool.server.embedded import Server
+from dbtool.testing.plugin import clone
 from docs import generate
 
 ROOT = generate.ROOT
@@ -50,11 +52,11 @@ def test_a_region_from_a_committed_file_matches_it(region: generate.Region) -> N
 
 
 @pytest.fixture
-def new_databases(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase,
+def new_databases(chat_db_server: Server, chat_db_template: Database,
                   request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
     """Fresh clones of the session's migrated template, one per call (dropped afterwards)."""
     with ExitStack() as stack:
-        made: list[ChatDatabase] = []
+        made: list[Database] = []
 
         def new() -> str:
             name = f"chat_db_docs_{abs(hash(request.node.nodeid)) % 10**8}_{len(made)}"

@@ -16,11 +16,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import estimates, migrate, postgrest, stats
-from dbtool import world as worlds
 from dbtool.cli import cli
+from dbtool.database import Database
 from dbtool.errors import StatsError
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import migrate, stats
+from dbtool.policy import estimates, worlds
+from dbtool.supabase import postgrest
 from tests.test_migrations import schema_dump as _schema_dump
 
 CHAT_TABLES = "public.chat_identities, public.chat_threads, public.chat_messages"
@@ -34,7 +35,7 @@ PRIVATE = {
 }
 
 
-def schema_dump(db: ChatDatabase) -> str:
+def schema_dump(db: Database) -> str:
     """pg_dump --schema-only, with the grouping parentheses of policy expressions left out: a
     policy recreated from its printed expression is stored with an OR chain regrouped
     (`(a OR b) OR c` becomes `a OR b OR c`), the same condition written differently. Every
@@ -55,11 +56,11 @@ def statistics_targets(conn: psycopg.Connection[Any], target: int) -> None:
                      + ", ".join(f"alter column {c} set statistics {target}" for c in sorted(columns)))
 
 
-def settings(db: ChatDatabase) -> migrate.MigrateSettings:
+def settings(db: Database) -> migrate.MigrateSettings:
     return migrate.MigrateSettings(db.url)
 
 
-def committed_world(db: ChatDatabase) -> worlds.World:
+def committed_world(db: Database) -> worlds.World:
     """A world and a busy thread (dave -> erin), committed, then ANALYZE."""
     with db.connect(admin=True) as conn:
         with conn.transaction():
@@ -76,7 +77,7 @@ def outsider_sees(conn: psycopg.Connection[Any], world: worlds.World) -> dict[st
 
 
 @pytest.fixture
-def stale_db(chat_db: ChatDatabase) -> Iterator[tuple[ChatDatabase, worlds.World]]:
+def stale_db(chat_db: Database) -> Iterator[tuple[Database, worlds.World]]:
     """A database analysed before 0005, then migrated: the statistics are still there."""
     with chat_db.connect(admin=True) as conn:
         statistics_targets(conn, -1)
@@ -88,7 +89,7 @@ def stale_db(chat_db: ChatDatabase) -> Iterator[tuple[ChatDatabase, worlds.World
     yield chat_db, world
 
 
-def test_before_0005_estimates_tell_an_outsider_how_busy_a_thread_a_sender_and_a_text_are(chat_db: ChatDatabase) -> None:
+def test_before_0005_estimates_tell_an_outsider_how_busy_a_thread_a_sender_and_a_text_are(chat_db: Database) -> None:
     """Negative control: the same probe on the schema before 0005 finds every leak."""
     with chat_db.connect(admin=True) as conn, conn.transaction():
         statistics_targets(conn, -1)
@@ -100,7 +101,7 @@ def test_before_0005_estimates_tell_an_outsider_how_busy_a_thread_a_sender_and_a
         raise psycopg.Rollback
 
 
-def test_at_head_every_estimate_cell_is_the_same_for_busy_and_missing_values(chat_db: ChatDatabase) -> None:
+def test_at_head_every_estimate_cell_is_the_same_for_busy_and_missing_values(chat_db: Database) -> None:
     with chat_db.connect(admin=True) as conn, conn.transaction():
         world = worlds.create(conn)
         for who in (world.carol, world.alice, world.bob):
@@ -110,7 +111,7 @@ def test_at_head_every_estimate_cell_is_the_same_for_busy_and_missing_values(cha
         raise psycopg.Rollback
 
 
-def test_analyze_keeps_no_value_statistics_on_private_columns(chat_db: ChatDatabase) -> None:
+def test_analyze_keeps_no_value_statistics_on_private_columns(chat_db: Database) -> None:
     committed_world(chat_db)
     with chat_db.connect() as conn:
         rows = conn.execute("select tablename::text, attname::text from pg_stats where schemaname = 'public' "
@@ -123,7 +124,7 @@ def test_analyze_keeps_no_value_statistics_on_private_columns(chat_db: ChatDatab
 
 
 def test_statistics_from_before_0005_survive_analyze_until_clear_stats(
-        stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+        stale_db: tuple[Database, worlds.World]) -> None:
     db, world = stale_db
     with db.connect() as conn:
         stale = {c.name for c in stats.stale(conn)}
@@ -147,7 +148,7 @@ def test_statistics_from_before_0005_survive_analyze_until_clear_stats(
         raise psycopg.Rollback
 
 
-def test_clear_stats_keeps_the_rules_it_recreates(stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+def test_clear_stats_keeps_the_rules_it_recreates(stale_db: tuple[Database, worlds.World]) -> None:
     """The policies and CHECK constraints dropped for a moment hold again afterwards."""
     db, world = stale_db
     with db.connect() as conn:
@@ -162,7 +163,7 @@ def test_clear_stats_keeps_the_rules_it_recreates(stale_db: tuple[ChatDatabase, 
 
 
 def test_clear_stats_gives_up_after_lock_timeout_and_a_later_run_finishes(
-        stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+        stale_db: tuple[Database, worlds.World]) -> None:
     db, _ = stale_db
     schema = schema_dump(db)
     with db.connect() as holder, db.connect() as conn:
@@ -180,7 +181,7 @@ def test_clear_stats_gives_up_after_lock_timeout_and_a_later_run_finishes(
     assert schema_dump(db) == schema
 
 
-def test_a_run_stopped_after_the_commit_is_finished_by_the_next(stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+def test_a_run_stopped_after_the_commit_is_finished_by_the_next(stale_db: tuple[Database, worlds.World]) -> None:
     """Between the commit and the concurrent rebuild a stand-in carries the unique rule (and
     the original's definition); sends stay idempotent, and the next run restores the index."""
     db, world = stale_db
@@ -203,7 +204,7 @@ def test_a_run_stopped_after_the_commit_is_finished_by_the_next(stale_db: tuple[
     assert schema_dump(db) == schema
 
 
-def test_clear_stats_waits_for_a_reader_then_finishes(stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+def test_clear_stats_waits_for_a_reader_then_finishes(stale_db: tuple[Database, worlds.World]) -> None:
     db, _ = stale_db
     with db.connect() as holder, db.connect() as conn:
         holder.execute("begin")
@@ -222,7 +223,7 @@ def test_clear_stats_waits_for_a_reader_then_finishes(stale_db: tuple[ChatDataba
     assert done and done[0].remaining == [] and done[0].columns
 
 
-def test_clear_stats_validates_a_constraint_an_interrupted_run_left_not_valid(chat_db: ChatDatabase) -> None:
+def test_clear_stats_validates_a_constraint_an_interrupted_run_left_not_valid(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         conn.execute("alter table public.chat_messages drop constraint chat_messages_parties_check, "
                      "add constraint chat_messages_parties_check check (sender_mongo_id <> recipient_mongo_id) not valid")
@@ -232,7 +233,7 @@ def test_clear_stats_validates_a_constraint_an_interrupted_run_left_not_valid(ch
     assert result.columns == [] and result.validated == ["chat_messages_parties_check on public.chat_messages"]
 
 
-def test_clear_stats_command_and_the_audit_finding(stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+def test_clear_stats_command_and_the_audit_finding(stale_db: tuple[Database, worlds.World]) -> None:
     db, _ = stale_db
     runner = CliRunner()
 
@@ -262,7 +263,7 @@ def test_clear_stats_command_and_the_audit_finding(stale_db: tuple[ChatDatabase,
     assert again.exit_code == 0 and "nothing to clear" in again.output
 
 
-def test_clear_stats_reports_a_lock_it_cannot_get(stale_db: tuple[ChatDatabase, worlds.World]) -> None:
+def test_clear_stats_reports_a_lock_it_cannot_get(stale_db: tuple[Database, worlds.World]) -> None:
     db, _ = stale_db
     with db.connect() as conn:
         locks = ", ".join(stats.plan(conn).locks)

@@ -10,9 +10,11 @@ from pathlib import Path
 import psycopg
 from click.testing import CliRunner
 
-from dbtool import build, export, migrate, paths, standin
+from dbtool import paths
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.database import Database
+from dbtool.ops import build, export, migrate, standin
+from dbtool.server.embedded import Server
 from dbtool.smoke import surface
 from tests.test_migrations import schema_dump
 
@@ -21,7 +23,7 @@ def chain() -> list[str]:
     return [rev for rev, _, _ in migrate.history()]
 
 
-def bare_database(server: EmbeddedServer, name: str) -> ChatDatabase:
+def bare_database(server: Server, name: str) -> Database:
     db = server.database(name)
     build.drop_database(db.admin_url, name)
     build.create_database(db.admin_url, name)
@@ -30,7 +32,7 @@ def bare_database(server: EmbeddedServer, name: str) -> ChatDatabase:
     return db
 
 
-def test_exported_files_give_the_schema_alembic_gives(bare: ChatDatabase, chat_db_server: EmbeddedServer,
+def test_exported_files_give_the_schema_alembic_gives(bare: Database, chat_db_server: Server,
                                                        tmp_path: Path) -> None:
     written = export.supabase_cli(tmp_path)
     files = sorted((tmp_path / "supabase" / "migrations").glob("*.sql"))
@@ -112,7 +114,7 @@ def database_surface(conn: psycopg.Connection) -> surface.Surface:
     return {name: frozenset(args) for name, args in rows}
 
 
-def test_rpc_surface_read_from_the_revisions_is_the_databases(bare: ChatDatabase) -> None:
+def test_rpc_surface_read_from_the_revisions_is_the_databases(bare: Database) -> None:
     expected = dict(surface.by_revision((f.revision, f.sql) for f in export.files()))
     for revision in chain():
         migrate.upgrade(migrate.MigrateSettings(bare.url), revision)
@@ -131,7 +133,7 @@ def openapi_of(found: surface.Surface) -> dict[str, object]:
             {"$ref": "#/parameters/preferParams"}]}} for name, args in found.items()}}}
 
 
-def test_a_project_is_compared_with_the_head(chat_db: ChatDatabase) -> None:
+def test_a_project_is_compared_with_the_head(chat_db: Database) -> None:
     revisions = surface.by_revision((f.revision, f.sql) for f in export.files())
     with chat_db.connect() as conn:
         at_head = database_surface(conn)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from dbtool import limits, postgrest
+from dbtool.ops import limits
+from dbtool.supabase import postgrest
 from tests.helpers import WorldDb
 from tests.test_guests import add_anonymous, create_link, guest_send, redeem, refused
 

@@ -13,10 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import limits, personas, postgrest, realtime
-from dbtool import world as worlds
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
+from dbtool.ops import limits
+from dbtool.policy import worlds
+from dbtool.supabase import personas, postgrest, realtime
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
 from tests.helpers import WorldDb
 
 TYPES = {"_ttl": "interval", "_max_guests": "int", "_link_id": "uuid", "_client_id": "uuid",

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dbtool import limits
-from dbtool.postgrest import Outcome
+from dbtool.ops import limits
+from dbtool.supabase.postgrest import Outcome
 from tests.helpers import WorldDb
 from tests.test_concurrency import in_parallel
 from tests.test_guests import add_anonymous, call, create_link, guest_send, redeem

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from dbtool import plans, postgrest
-from dbtool import world as worlds
-from dbtool.personas import Persona
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+from dbtool.database import Database
+from dbtool.policy import plans, worlds
+from dbtool.server.embedded import Server
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.testing.plugin import clone
 
 ACTIVITY_INDEXES = {"chat_threads_user_a_activity_idx", "chat_threads_user_b_activity_idx",
                     "chat_threads_guest_activity_idx"}
@@ -26,7 +28,7 @@ SIZES = {"alice": 100, "erin": 1000}
 
 
 @pytest.fixture(scope="module")
-def loaded(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase) -> Iterator[tuple[ChatDatabase, worlds.World]]:
+def loaded(chat_db_server: Server, chat_db_template: Database) -> Iterator[tuple[Database, worlds.World]]:
     """alice in 100 threads, erin in 1,000; half as user a, half as user b; 5 messages each,
     and receipts that leave some unread."""
     with clone(chat_db_server, chat_db_template, "chat_db_inbox_plans") as db, db.connect(admin=True) as conn:
@@ -93,7 +95,7 @@ def loaded(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase) -> It
         yield db, world
 
 
-def inbox_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
+def inbox_plans(db: Database, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
     """Executed plans (with row counts) of the statements chat_inbox runs inside."""
     with db.connect(admin=True) as conn:
         found = plans.nested_plans(
@@ -110,7 +112,7 @@ def rows_read(nodes: list[dict[str, Any]]) -> int:
     return sum(int(n.get("Actual Rows", 0)) * int(n.get("Actual Loops", 1)) for n in nodes)
 
 
-def page_shape(db: ChatDatabase, world: worlds.World, name: str, generic: bool, paged: bool) -> dict[str, Any]:
+def page_shape(db: Database, world: worlds.World, name: str, generic: bool, paged: bool) -> dict[str, Any]:
     who = getattr(world, name).persona
     args: dict[str, Any] = {}
     if paged:
@@ -137,7 +139,7 @@ def page_shape(db: ChatDatabase, world: worlds.World, name: str, generic: bool, 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("paged", [False, True], ids=["first page", "next page"])
-def test_inbox_reads_a_page_not_every_thread(loaded: tuple[ChatDatabase, worlds.World], generic: bool,
+def test_inbox_reads_a_page_not_every_thread(loaded: tuple[Database, worlds.World], generic: bool,
                                              paged: bool) -> None:
     db, world = loaded
     shapes = {name: page_shape(db, world, name, generic, paged) for name in SIZES}
@@ -155,7 +157,7 @@ def test_inbox_reads_a_page_not_every_thread(loaded: tuple[ChatDatabase, worlds.
         assert plans.shape(shape["plan"]).uid_per_row == []
 
 
-def test_the_inbox_data_match_the_threads(loaded: tuple[ChatDatabase, worlds.World]) -> None:
+def test_the_inbox_data_match_the_threads(loaded: tuple[Database, worlds.World]) -> None:
     """The loaded data behave: erin's pages cover her 1,000 threads exactly once."""
     db, world = loaded
     seen: list[str] = []

@@ -22,13 +22,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import limits, personas, postgrest
-from dbtool import world as worlds
-from dbtool.limits import MESSAGES, THREADS
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
-from dbtool.pytest_plugin import WorldSession
-from dbtool.world import Member, World
+from dbtool.ops import limits
+from dbtool.ops.limits import MESSAGES, THREADS
+from dbtool.policy import worlds
+from dbtool.policy.worlds import Member, World
+from dbtool.supabase import personas, postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
+from dbtool.testing.plugin import WorldSession
 from tests.helpers import WorldDb
 from tests.test_concurrency import in_parallel
 

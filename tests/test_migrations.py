@@ -11,14 +11,15 @@ from pathlib import Path
 
 import psycopg
 
-from dbtool import migrate, paths
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool import paths
+from dbtool.database import Database
+from dbtool.ops import migrate
 from dbtool.urls import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def schema_dump(db: ChatDatabase) -> str:
+def schema_dump(db: Database) -> str:
     pg_dump = str(Path(find_pg_dump()))
     out = subprocess.run([pg_dump, "--schema-only", "--dbname", db.admin_url],
                          capture_output=True, text=True, check=True).stdout
@@ -27,12 +28,12 @@ def schema_dump(db: ChatDatabase) -> str:
 
 
 def find_pg_dump() -> str:
-    from dbtool.pgbin import find_binaries
+    from dbtool.server.pgbin import find_binaries
 
     return find_binaries(None).tool("pg_dump")
 
 
-def settings(db: ChatDatabase) -> migrate.MigrateSettings:
+def settings(db: Database) -> migrate.MigrateSettings:
     return migrate.MigrateSettings(db.url)
 
 
@@ -46,7 +47,7 @@ def test_revisions_form_one_line() -> None:
     assert [down for _, down, _ in history[1:]] == [rev for rev, _, _ in history[:-1]]
 
 
-def test_round_trip_leaves_an_identical_schema(bare: ChatDatabase) -> None:
+def test_round_trip_leaves_an_identical_schema(bare: Database) -> None:
     migrate.upgrade(settings(bare), "head")
     first = schema_dump(bare)
     migrate.downgrade(settings(bare), "base")
@@ -54,7 +55,7 @@ def test_round_trip_leaves_an_identical_schema(bare: ChatDatabase) -> None:
     assert schema_dump(bare) == first
 
 
-def test_each_downgrade_restores_the_previous_schema(bare: ChatDatabase) -> None:
+def test_each_downgrade_restores_the_previous_schema(bare: Database) -> None:
     revisions = [rev for rev, _, _ in migrate.history()]
     migrate.upgrade(settings(bare), revisions[0])  # base = after the version table exists
     migrate.downgrade(settings(bare), "base")
@@ -68,7 +69,7 @@ def test_each_downgrade_restores_the_previous_schema(bare: ChatDatabase) -> None
         assert schema_dump(bare) == dumps[previous], f"downgrade of {rev} did not restore {previous}"
 
 
-def test_downgrade_to_base_removes_only_what_we_added(bare: ChatDatabase) -> None:
+def test_downgrade_to_base_removes_only_what_we_added(bare: Database) -> None:
     migrate.upgrade(settings(bare), "head")
     migrate.downgrade(settings(bare), "base")
     with bare.connect() as conn:
@@ -90,7 +91,7 @@ def test_downgrade_to_base_removes_only_what_we_added(bare: ChatDatabase) -> Non
     assert kept == (True, True, True)
 
 
-def test_upgrade_without_the_publication(bare: ChatDatabase) -> None:
+def test_upgrade_without_the_publication(bare: Database) -> None:
     with bare.connect(admin=True) as conn:
         conn.execute("drop publication supabase_realtime")
     migrate.upgrade(settings(bare), "head")
@@ -109,7 +110,7 @@ def test_offline_sql_renders_every_revision_verbatim() -> None:
     assert "pg_advisory_lock" in up
 
 
-def test_alembic_upgrade_head_on_its_own(bare: ChatDatabase) -> None:
+def test_alembic_upgrade_head_on_its_own(bare: Database) -> None:
     env = {**os.environ, "DATABASE_URL": bare.url}
     alembic = str(Path(sys.executable).parent / "alembic")
     done = subprocess.run([alembic, "-c", str(ROOT / "alembic.ini"), "upgrade", "head"], cwd="/", env=env,
@@ -128,7 +129,7 @@ def test_alembic_offline_needs_no_database() -> None:
     assert "create table public.chat_messages" in done.stdout
 
 
-def test_database_url_is_taken_as_libpq_writes_it(bare: ChatDatabase) -> None:
+def test_database_url_is_taken_as_libpq_writes_it(bare: Database) -> None:
     url = bare.url + "?sslmode=disable&application_name=ci"
     for scheme in ("postgresql://", "postgres://"):
         db = scheme + url.split("://", 1)[1]
@@ -136,7 +137,7 @@ def test_database_url_is_taken_as_libpq_writes_it(bare: ChatDatabase) -> None:
         assert migrate.current(db) == migrate.heads()[0]
 
 
-def test_postgres_changes_is_opt_in(bare: ChatDatabase) -> None:
+def test_postgres_changes_is_opt_in(bare: Database) -> None:
     """0003 published chat_messages for Postgres Changes; 0004 takes it out (DESIGN §3)."""
     query = ("select count(*) from pg_publication_tables "
              "where pubname = 'supabase_realtime' and tablename = 'chat_messages'")
@@ -151,7 +152,7 @@ def test_postgres_changes_is_opt_in(bare: ChatDatabase) -> None:
         assert conn.execute(query).fetchone() == (1,)
 
 
-def test_migration_role_owns_nothing_in_supabase_schemas(chat_db: ChatDatabase) -> None:
+def test_migration_role_owns_nothing_in_supabase_schemas(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         owned = conn.execute(
             """
@@ -167,7 +168,7 @@ def test_migration_role_owns_nothing_in_supabase_schemas(chat_db: ChatDatabase) 
     assert owned == []
 
 
-def test_version_table_is_not_exposed(chat_db: ChatDatabase) -> None:
+def test_version_table_is_not_exposed(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         row = conn.execute(
             "select has_schema_privilege('anon', 'chat_migrations', 'usage'), "
@@ -177,7 +178,7 @@ def test_version_table_is_not_exposed(chat_db: ChatDatabase) -> None:
     assert row == (False, False, None)
 
 
-def test_current_and_with_database_helpers(chat_db: ChatDatabase) -> None:
+def test_current_and_with_database_helpers(chat_db: Database) -> None:
     assert migrate.current(chat_db.url) == migrate.heads()[0]
     other = with_database(chat_db.url, "postgres")
     with psycopg.connect(other) as conn:

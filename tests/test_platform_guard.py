@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import migrate
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.database import Database
+from dbtool.ops import migrate
 
 
 def refused(conn: psycopg.Connection[Any], statement: str) -> tuple[str | None, str]:
@@ -55,13 +55,13 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
-def test_ddl_on_platform_objects_fails_as_on_supabase(chat_db: ChatDatabase, case: str) -> None:
+def test_ddl_on_platform_objects_fails_as_on_supabase(chat_db: Database, case: str) -> None:
     statement, expected = REFUSALS[case]
     with chat_db.connect() as conn:
         assert refused(conn, statement) == expected
 
 
-def test_create_trigger_on_realtime_messages_fails(chat_db: ChatDatabase) -> None:
+def test_create_trigger_on_realtime_messages_fails(chat_db: Database) -> None:
     # PostgreSQL checks the TRIGGER privilege, not ownership: postgres holds ALL on the
     # parent table, but the trigger is cloned onto each daily partition, which the Realtime
     # server creates and owns and grants nobody.
@@ -73,14 +73,14 @@ def test_create_trigger_on_realtime_messages_fails(chat_db: ChatDatabase) -> Non
         assert message.startswith("permission denied for table messages_2")
 
 
-def test_comment_on_policy_fails_as_before_supautils_3_3(chat_db: ChatDatabase) -> None:
+def test_comment_on_policy_fails_as_before_supautils_3_3(chat_db: Database) -> None:
     with chat_db.connect() as conn, conn.transaction(force_rollback=True):
         conn.execute("create policy guard_probe on realtime.messages for select to authenticated using (false)")
         assert refused(conn, "comment on policy guard_probe on realtime.messages is 'x'") == (
             "42501", "must be owner of relation messages")
 
 
-def test_granting_the_reserved_role_fails(chat_db: ChatDatabase) -> None:
+def test_granting_the_reserved_role_fails(chat_db: Database) -> None:
     # Supabase (supautils) says "role memberships are reserved, only superusers can grant
     # them"; PostgreSQL without supautils refuses with its own text, same SQLSTATE.
     with chat_db.connect() as conn:
@@ -89,7 +89,7 @@ def test_granting_the_reserved_role_fails(chat_db: ChatDatabase) -> None:
             assert (state, message) == ("42501", f'permission denied to grant role "{role}"')
 
 
-def test_postgres_is_not_a_member_of_the_platform_admin_roles(chat_db: ChatDatabase) -> None:
+def test_postgres_is_not_a_member_of_the_platform_admin_roles(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         row = conn.execute(
             "select pg_has_role('postgres', 'supabase_realtime_admin', 'member'), "
@@ -100,7 +100,7 @@ def test_postgres_is_not_a_member_of_the_platform_admin_roles(chat_db: ChatDatab
     assert row == (False, False, False, True, True)
 
 
-def test_policy_ddl_on_listed_tables_is_allowed(chat_db: ChatDatabase) -> None:
+def test_policy_ddl_on_listed_tables_is_allowed(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         allowed(conn,
                 "create policy guard_probe on realtime.messages for select to authenticated using (false)",
@@ -111,7 +111,7 @@ def test_policy_ddl_on_listed_tables_is_allowed(chat_db: ChatDatabase) -> None:
                 "drop policy guard_probe on auth.users")
 
 
-def test_policy_ddl_on_unlisted_platform_tables_is_refused(chat_db: ChatDatabase) -> None:
+def test_policy_ddl_on_unlisted_platform_tables_is_refused(chat_db: Database) -> None:
     with chat_db.connect() as conn:
         partition = conn.execute(
             "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
@@ -122,7 +122,7 @@ def test_policy_ddl_on_unlisted_platform_tables_is_refused(chat_db: ChatDatabase
             "42501", f"must be owner of table {partition[0]}")
 
 
-def test_dropping_a_policy_on_an_unlisted_platform_table_is_refused(chat_db: ChatDatabase) -> None:
+def test_dropping_a_policy_on_an_unlisted_platform_table_is_refused(chat_db: Database) -> None:
     with chat_db.connect(admin=True) as admin:
         admin.execute("create table realtime.guard_unlisted (id int)")
         admin.execute("alter table realtime.guard_unlisted owner to supabase_realtime_admin")
@@ -132,14 +132,14 @@ def test_dropping_a_policy_on_an_unlisted_platform_table_is_refused(chat_db: Cha
             "42501", "must be owner of table guard_unlisted")
 
 
-def test_the_membership_lasts_one_command_only(chat_db: ChatDatabase) -> None:
+def test_the_membership_lasts_one_command_only(chat_db: Database) -> None:
     with chat_db.connect() as conn, conn.transaction(force_rollback=True):
         conn.execute("create policy guard_probe on realtime.messages for select to authenticated using (false)")
         assert conn.execute("select pg_has_role('supabase_realtime_admin', 'member')").fetchone() == (False,)
         assert refused(conn, "alter table realtime.messages enable row level security") == NOT_OWNER
 
 
-def test_policy_ddl_locks_sign_ins_until_commit(chat_db: ChatDatabase) -> None:
+def test_policy_ddl_locks_sign_ins_until_commit(chat_db: Database) -> None:
     """supautils holds ACCESS EXCLUSIVE on auth.users and realtime.messages during policy DDL."""
     with chat_db.connect() as ddl, chat_db.connect(admin=True) as reader:
         with ddl.transaction(force_rollback=True):
@@ -151,7 +151,7 @@ def test_policy_ddl_locks_sign_ins_until_commit(chat_db: ChatDatabase) -> None:
         assert reader.execute("select count(*) >= 0 from auth.users").fetchone() == (True,)
 
 
-def test_migrations_pass_under_the_hosted_model(bare: ChatDatabase) -> None:
+def test_migrations_pass_under_the_hosted_model(bare: Database) -> None:
     settings = migrate.MigrateSettings(bare.url)
     migrate.upgrade(settings, "head")
     migrate.downgrade(settings, "base")

@@ -1,7 +1,7 @@
 """The persona x object x operation matrix of DESIGN §3, §8 and §9, asserted cell by cell.
 
-A thin parametrisation of dbtool.contract, one test per cell so that a failure names its
-cell: each runs one probe (dbtool.probes) as one persona inside the rolled-back world of the
+A thin parametrisation of dbtool.policy.contract, one test per cell so that a failure names its
+cell: each runs one probe (dbtool.policy.probes) as one persona inside the rolled-back world of the
 `chat_world_shared` fixture and asserts the contract's verdict, `contract.judge`, the same
 function `dbtool verify` applies to every cell: which rows are allowed, or the exact
 rejection (SQLSTATE and message).
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from dbtool import contract, estimates
-from dbtool.probes import ALL_PROBES, ESTIMATE_PROBES, PERSONAS, REALTIME_PROBES, Probe, caller
-from dbtool.pytest_plugin import WorldSession
+from dbtool.policy import contract, estimates
+from dbtool.policy.probes import ALL_PROBES, ESTIMATE_PROBES, PERSONAS, REALTIME_PROBES, Probe, caller
+from dbtool.testing.plugin import WorldSession
 
 CELLS = [(probe, persona) for probe in ALL_PROBES for persona in PERSONAS]
 

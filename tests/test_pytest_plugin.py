@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.database import Database
 
 
 def test_options_are_documented(pytester: pytest.Pytester) -> None:
@@ -39,11 +39,18 @@ def test_chat_db_exact_is_read_as_verify_reads_exact(pytester: pytest.Pytester,
     wrong.stderr.fnmatch_lines(["*'maybe' is not one of auto, yes, no*"])
 
 
-def test_world_fixtures_against_a_given_database(pytester: pytest.Pytester, chat_db: ChatDatabase) -> None:
+def test_world_fixtures_against_a_given_database(pytester: pytest.Pytester, chat_db: Database) -> None:
     """An application's query and channel checks against a database given with --chat-db-url
     (every probe rolled back; no embedded server in the inner session)."""
     pytester.makepyfile(test_app='''
-        from dbtool import postgrest, realtime
+        from dbtool.supabase import personas, postgrest, realtime
+
+        def test_strangers_are_refused(chat_world):  # the example in docs/testing.md
+            w = chat_world.world
+            got = postgrest.call(chat_world.conn, w.carol.persona, "chat_history", {"_thread_id": w.thread_ab},
+                                 volatile=False)
+            assert (got.ok, got.sqlstate, got.message) == (False, "P0002", "thread not found")
+            assert not realtime.read_check(chat_world.conn, personas.anon(), f"chat:{w.thread_ab}").can_join
 
         def test_my_backend_query(chat_world):
             w = chat_world.world
@@ -58,7 +65,7 @@ def test_world_fixtures_against_a_given_database(pytester: pytest.Pytester, chat
             assert chat_world_shared.world.thread_ab
     ''')
     result = pytester.runpytest("-p", "no:cacheprovider", "--chat-db-url", chat_db.admin_url)
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     with chat_db.connect(admin=True) as conn:
         assert conn.execute("select count(*) from public.chat_messages").fetchone() == (0,)
 

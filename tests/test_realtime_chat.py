@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import personas, postgrest, realtime
+from dbtool.supabase import personas, postgrest, realtime
 from tests.helpers import WorldDb
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import personas, postgrest, realtime
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
-from dbtool.world import Member
+from dbtool.policy.worlds import Member
+from dbtool.supabase import personas, postgrest, realtime
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
 from tests.helpers import WorldDb
 
 TYPES = {"_up_to_id": "bigint", "_limit": "int", "_before_activity_at": "timestamptz", "_ttl": "interval", "_link_id": "uuid",

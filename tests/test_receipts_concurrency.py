@@ -9,10 +9,11 @@ import threading
 import uuid
 from typing import Any
 
-from dbtool import limits, personas
-from dbtool import world as worlds
-from dbtool.postgrest import Outcome
-from dbtool.world import Member
+from dbtool.ops import limits
+from dbtool.policy import worlds
+from dbtool.policy.worlds import Member
+from dbtool.supabase import personas
+from dbtool.supabase.postgrest import Outcome
 from tests.helpers import WorldDb
 from tests.test_concurrency import in_parallel
 from tests.test_receipts import call, ok

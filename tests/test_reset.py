@@ -9,32 +9,32 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import build, reset, seed, standin
 from dbtool.cli import cli
+from dbtool.database import Database
 from dbtool.errors import SupabaseDetected, UnsafeTarget
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
-from dbtool.target import Target
+from dbtool.ops import build, reset, seed, standin
+from dbtool.server.embedded import Server
 
 
 @pytest.fixture
-def target(chat_db_server: EmbeddedServer, request: pytest.FixtureRequest) -> Iterator[Target]:
+def target(chat_db_server: Server, request: pytest.FixtureRequest) -> Iterator[Database]:
     """A database on the test server, addressed like the local server: owner + superuser URLs."""
     name = f"chat_db_reset_{abs(hash(request.node.nodeid)) % 10**8}"
     db = chat_db_server.database(name)
     try:
-        yield Target(db.url, db.admin_url, "test", True)
+        yield Database(db.url, db.admin_url, "test", True)
     finally:
         build.drop_database(db.admin_url, name)
 
 
-def database_oid(tgt: Target) -> int:
+def database_oid(tgt: Database) -> int:
     with psycopg.connect(tgt.admin_url.rsplit("/", 1)[0] + "/postgres") as conn:
         row = conn.execute("select oid from pg_database where datname = %s", (tgt.url.rsplit("/", 1)[1],)).fetchone()
     assert row is not None
     return int(row[0])
 
 
-def test_first_reset_builds_then_repeats_are_fast_and_keep_the_database(target: Target) -> None:
+def test_first_reset_builds_then_repeats_are_fast_and_keep_the_database(target: Database) -> None:
     first = reset.reset(target)
     assert (first.mode, first.reason) == ("full", "the database does not exist yet")
     oid = database_oid(target)
@@ -68,7 +68,7 @@ def limits_of(conn: psycopg.Connection) -> list[tuple[object, ...]]:
     return [tuple(r) for r in conn.execute("select * from public.chat_rate_limits order by limit_name")]
 
 
-def test_changed_migrations_rebuild(target: Target) -> None:
+def test_changed_migrations_rebuild(target: Database) -> None:
     reset.reset(target)
     with psycopg.connect(target.admin_url, autocommit=True) as conn:
         conn.execute("update _dbtool.state set value = 'older files' where key = %s", (reset.FINGERPRINT_KEY,))
@@ -77,15 +77,15 @@ def test_changed_migrations_rebuild(target: Target) -> None:
     assert reset.reset(target).mode == "fast"
 
 
-def test_changed_standin_rebuilds(target: Target) -> None:
+def test_changed_standin_rebuilds(target: Database) -> None:
     reset.reset(target)
     with psycopg.connect(target.admin_url, autocommit=True) as conn:
         conn.execute("update _dbtool.state set value = 'older' where key = %s", (standin.STATE_KEY,))
     assert reset.reset(target).reason == "the Supabase stand-in changed"
 
 
-def test_a_database_moved_off_head_rebuilds(target: Target) -> None:
-    from dbtool import migrate
+def test_a_database_moved_off_head_rebuilds(target: Database) -> None:
+    from dbtool.ops import migrate
 
     reset.reset(target)
     migrate.downgrade(migrate.MigrateSettings(target.url), "0002")
@@ -94,14 +94,14 @@ def test_a_database_moved_off_head_rebuilds(target: Target) -> None:
     assert migrate.current(target.url) == migrate.heads()[0]
 
 
-def test_full_forces_a_rebuild(target: Target) -> None:
+def test_full_forces_a_rebuild(target: Database) -> None:
     reset.reset(target)
     oid = database_oid(target)
     assert reset.reset(target, full=True).mode == "full"
     assert database_oid(target) != oid
 
 
-def test_large_data_is_wiped_too(target: Target) -> None:
+def test_large_data_is_wiped_too(target: Database) -> None:
     reset.reset(target)
     with psycopg.connect(target.admin_url, autocommit=True) as conn:
         seed.load(conn, users=300, threads=400, messages=200_000, seed=3)
@@ -113,13 +113,13 @@ def test_large_data_is_wiped_too(target: Target) -> None:
 
 
 def test_refuses_a_remote_database_without_force() -> None:
-    remote = Target("postgresql://postgres:x@db.example.com:5432/postgres",
+    remote = Database("postgresql://postgres:x@db.example.com:5432/postgres",
                     "postgresql://postgres:x@db.example.com:5432/postgres", "--database-url", False)
     with pytest.raises(UnsafeTarget, match=r"refusing to reset postgresql://postgres:\*\*\*@db.example.com"):
         reset.reset(remote)
 
 
-def test_never_drops_a_supabase_database_even_with_force(chat_db: ChatDatabase) -> None:
+def test_never_drops_a_supabase_database_even_with_force(chat_db: Database) -> None:
     name = "chat_db_supabase_like"
     build.create_database(chat_db.admin_url, name)
     url = chat_db.admin_url.rsplit("/", 1)[0] + "/" + name
@@ -128,14 +128,14 @@ def test_never_drops_a_supabase_database_even_with_force(chat_db: ChatDatabase) 
             conn.execute("create schema auth authorization supabase_auth_admin")
             conn.execute("create table auth.precious (id int)")
         with pytest.raises(SupabaseDetected):
-            reset.reset(Target(url, url, "--database-url", False), force=True)
+            reset.reset(Database(url, url, "--database-url", False), force=True)
         with psycopg.connect(url) as conn:
             assert conn.execute("select to_regclass('auth.precious') is not null").fetchone() == (True,)
     finally:
         build.drop_database(chat_db.admin_url, name)
 
 
-def test_cli_reset_reports_and_refuses(target: Target) -> None:
+def test_cli_reset_reports_and_refuses(target: Database) -> None:
     runner = CliRunner()
     first = runner.invoke(cli, ["reset", "--database-url", target.admin_url, "--json"])
     assert first.exit_code == 0, first.output

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dbtool import postgrest
-from dbtool.world import Member
+from dbtool.policy.worlds import Member
+from dbtool.supabase import postgrest
 from tests.helpers import WorldDb
 
 INSERT_THREAD = ("insert into public.chat_threads (thread_id, user_a_mongo_id, user_a_supabase_id, user_b_mongo_id, "

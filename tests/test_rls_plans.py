@@ -17,10 +17,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbtool import plans, postgrest
-from dbtool import world as worlds
-from dbtool.personas import Persona
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer, clone
+from dbtool.database import Database
+from dbtool.policy import plans, worlds
+from dbtool.server.embedded import Server
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.testing.plugin import clone
 
 HISTORY_INDEX = "chat_messages_thread_id_created_at_id_idx"
 # Member reads may use either index led by thread_id: the history index or 0008's unread
@@ -29,7 +31,7 @@ THREAD_INDEXES = {HISTORY_INDEX, "chat_messages_thread_id_id_idx"}
 
 
 @pytest.fixture(scope="module")
-def loaded(chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase) -> Iterator[tuple[ChatDatabase, worlds.World]]:
+def loaded(chat_db_server: Server, chat_db_template: Database) -> Iterator[tuple[Database, worlds.World]]:
     """~1,200 threads and 30,000 messages; alice takes part in 11 threads."""
     with clone(chat_db_server, chat_db_template, "chat_db_plans") as db, db.connect(admin=True) as conn:
         with conn.transaction():
@@ -88,12 +90,12 @@ def uses_index(plan: dict[str, Any], index: str) -> bool:
     return index in plans.shape(plan).indexes
 
 
-def explain(db: ChatDatabase, who: Persona, query: str, params: list[Any], types: list[str], generic: bool) -> dict[str, Any]:
+def explain(db: Database, who: Persona, query: str, params: list[Any], types: list[str], generic: bool) -> dict[str, Any]:
     with db.connect() as conn:
         return plans.explain(conn, who, query, params, types, generic)
 
 
-def rpc_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
+def rpc_plans(db: Database, who: Persona, args: dict[str, Any], generic: bool) -> list[dict[str, Any]]:
     """Plans of the statements chat_history runs inside (auto_explain, nested statements)."""
     with db.connect(admin=True) as conn:
         return plans.nested_plans(
@@ -104,7 +106,7 @@ def rpc_plans(db: ChatDatabase, who: Persona, args: dict[str, Any], generic: boo
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("paged", [False, True], ids=["first page", "next page"])
-def test_history_rpc_walks_the_index_without_sorting(loaded: tuple[ChatDatabase, worlds.World], generic: bool,
+def test_history_rpc_walks_the_index_without_sorting(loaded: tuple[Database, worlds.World], generic: bool,
                                                      paged: bool) -> None:
     db, world = loaded
     args: dict[str, Any] = {"_thread_id": world.thread_ab}
@@ -126,7 +128,7 @@ def test_history_rpc_walks_the_index_without_sorting(loaded: tuple[ChatDatabase,
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
-def test_member_unfiltered_read_uses_the_index_once_per_statement(loaded: tuple[ChatDatabase, worlds.World],
+def test_member_unfiltered_read_uses_the_index_once_per_statement(loaded: tuple[Database, worlds.World],
                                                                   generic: bool) -> None:
     """GET /chat_messages?limit=50&order=created_at.desc with Prefer: count=exact."""
     db, world = loaded
@@ -138,7 +140,7 @@ def test_member_unfiltered_read_uses_the_index_once_per_statement(loaded: tuple[
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
-def test_member_count_uses_the_index_once_per_statement(loaded: tuple[ChatDatabase, worlds.World], generic: bool) -> None:
+def test_member_count_uses_the_index_once_per_statement(loaded: tuple[Database, worlds.World], generic: bool) -> None:
     db, world = loaded
     plan = explain(db, world.alice.persona, "select count(*) from public.chat_messages", [], [], generic)
     assert_once_per_statement(plan)
@@ -147,14 +149,14 @@ def test_member_count_uses_the_index_once_per_statement(loaded: tuple[ChatDataba
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
-def test_member_threads_use_the_participant_indexes(loaded: tuple[ChatDatabase, worlds.World], generic: bool) -> None:
+def test_member_threads_use_the_participant_indexes(loaded: tuple[Database, worlds.World], generic: bool) -> None:
     db, world = loaded
     plan = explain(db, world.alice.persona, "select * from public.chat_threads", [], [], generic)
     assert_once_per_statement(plan)
     assert "Seq Scan" not in node_types(plan)
 
 
-def test_member_reads_return_only_their_rows(loaded: tuple[ChatDatabase, worlds.World]) -> None:
+def test_member_reads_return_only_their_rows(loaded: tuple[Database, worlds.World]) -> None:
     db, world = loaded
     with db.connect() as conn:
         got = postgrest.run(conn, world.alice.persona, "select count(*) as n from public.chat_messages")
@@ -163,7 +165,7 @@ def test_member_reads_return_only_their_rows(loaded: tuple[ChatDatabase, worlds.
     assert got.rows == [{"n": 3 + 11 * 25}]  # the world's 3, then 25 generated in each of 11 threads
 
 
-def test_the_detector_sees_a_per_row_policy(chat_db: ChatDatabase) -> None:
+def test_the_detector_sees_a_per_row_policy(chat_db: Database) -> None:
     """Negative control: the common `exists (...)` policy shape is evaluated per row, and the
     plan reader reports it (so the tests above would catch a regression to it)."""
     with chat_db.connect(admin=True) as conn:
@@ -206,7 +208,7 @@ def plan_cache_choices(conn: psycopg.Connection[Any], world: worlds.World, who: 
 
 
 @contextmanager
-def grown(db: ChatDatabase, created_at_statistics: bool) -> Iterator[psycopg.Connection[Any]]:
+def grown(db: Database, created_at_statistics: bool) -> Iterator[psycopg.Connection[Any]]:
     """The loaded database grown to 330,000 messages (where a thread's default estimate, a
     share of the table, is far above a page of 50) and analysed, inside a transaction that is
     rolled back; optionally with value statistics on created_at again."""
@@ -223,7 +225,7 @@ def grown(db: ChatDatabase, created_at_statistics: bool) -> Iterator[psycopg.Con
         raise psycopg.Rollback
 
 
-def test_a_prepared_history_page_keeps_its_generic_plan(loaded: tuple[ChatDatabase, worlds.World]) -> None:
+def test_a_prepared_history_page_keeps_its_generic_plan(loaded: tuple[Database, worlds.World]) -> None:
     """PostgREST prepares statements: after five custom plans the server keeps the generic one
     unless it costs more. Thread ids have no value statistics (0005); were created_at to keep
     them, a recent cursor would make each custom plan cheaper and every request be planned anew."""
@@ -234,7 +236,7 @@ def test_a_prepared_history_page_keeps_its_generic_plan(loaded: tuple[ChatDataba
             assert custom == 5 and generic > 0, who.role
 
 
-def test_the_plan_cache_check_sees_replanning(loaded: tuple[ChatDatabase, worlds.World]) -> None:
+def test_the_plan_cache_check_sees_replanning(loaded: tuple[Database, worlds.World]) -> None:
     """Negative control: with value statistics on created_at (and none on thread ids) the
     owner's requests are planned anew here; at 1M messages the participant's are too (the
     benchmark's history figure measured 2x instead of 1.3x)."""
@@ -246,7 +248,7 @@ def test_the_plan_cache_check_sees_replanning(loaded: tuple[ChatDatabase, worlds
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("who", ["guest", "host"])
-def test_guest_link_reads_use_the_index_once_per_statement(loaded: tuple[ChatDatabase, worlds.World], generic: bool,
+def test_guest_link_reads_use_the_index_once_per_statement(loaded: tuple[Database, worlds.World], generic: bool,
                                                            who: str) -> None:
     """The guest terms of the policies (DESIGN §8) keep the shape: membership once per
     statement, the history index for messages, no sequential scan of the threads."""
@@ -262,7 +264,7 @@ def test_guest_link_reads_use_the_index_once_per_statement(loaded: tuple[ChatDat
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
-def test_guest_history_walks_the_index_without_sorting(loaded: tuple[ChatDatabase, worlds.World],
+def test_guest_history_walks_the_index_without_sorting(loaded: tuple[Database, worlds.World],
                                                        generic: bool) -> None:
     db, world = loaded
     plans = rpc_plans(db, world.guests.active.persona, {"_thread_id": world.guests.active_thread}, generic)

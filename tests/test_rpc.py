@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from dbtool import personas, postgrest
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
+from dbtool.supabase import personas, postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
 from tests.helpers import WorldDb
 
 SEND_TYPES = {"_client_id": "uuid"}

@@ -9,10 +9,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import personas, postgrest, realtime, seed
 from dbtool.cli import cli
+from dbtool.database import Database
 from dbtool.errors import SeedError
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import seed
+from dbtool.supabase import personas, postgrest, realtime
 
 
 def catalog(conn: psycopg.Connection[Any]) -> list[tuple[str, ...]]:
@@ -43,7 +44,7 @@ def content(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def test_demo_is_idempotent(chat_db: ChatDatabase) -> None:
+def test_demo_is_idempotent(chat_db: Database) -> None:
     with chat_db.connect(admin=True) as conn:
         first = seed.demo(conn)
         counts = conn.execute("select (select count(*) from auth.users), (select count(*) from public.chat_messages)").fetchone()
@@ -53,7 +54,7 @@ def test_demo_is_idempotent(chat_db: ChatDatabase) -> None:
     assert [p.name for p in first.personas] == ["alice", "bob", "carol", "dave"]
 
 
-def test_demo_guest_links(chat_db: ChatDatabase) -> None:
+def test_demo_guest_links(chat_db: Database) -> None:
     """dave, an anonymous guest, redeemed alice's link; alice also has an expired and a revoked one."""
     with chat_db.connect(admin=True) as conn:
         data = seed.demo(conn)
@@ -70,7 +71,7 @@ def test_demo_guest_links(chat_db: ChatDatabase) -> None:
     assert again.rows[0]["thread_id"] == seed.GUEST_THREAD and can_join
 
 
-def test_demo_receipts_show_in_both_inboxes(chat_db: ChatDatabase) -> None:
+def test_demo_receipts_show_in_both_inboxes(chat_db: Database) -> None:
     """bob has read up to alice's second message: one unread for him (her last), and alice's
     ticks (bob's cursors) at that message; she has not read bob's two messages."""
     with chat_db.connect(admin=True) as conn:
@@ -93,7 +94,7 @@ def test_demo_receipts_show_in_both_inboxes(chat_db: ChatDatabase) -> None:
                     "bob": [(seed.DEMO_THREAD, 1, 0, 0, ids[-1])], "carol": []}
 
 
-def test_load_gives_threads_their_last_message_and_realistic_receipts(chat_db: ChatDatabase) -> None:
+def test_load_gives_threads_their_last_message_and_realistic_receipts(chat_db: Database) -> None:
     with chat_db.connect(admin=True) as conn:
         seed.load(conn, users=60, threads=200, messages=20_000, seed=3)
         stale = conn.execute(
@@ -121,7 +122,7 @@ def test_load_gives_threads_their_last_message_and_realistic_receipts(chat_db: C
     assert sum(1 for n in unread if n >= 12) > 20
 
 
-def test_load_is_deterministic_and_restores_the_schema(chat_db: ChatDatabase) -> None:
+def test_load_is_deterministic_and_restores_the_schema(chat_db: Database) -> None:
     progress: list[tuple[int, int]] = []
     with chat_db.connect(admin=True) as conn:
         before = catalog(conn)
@@ -159,19 +160,19 @@ def test_load_is_deterministic_and_restores_the_schema(chat_db: ChatDatabase) ->
     ({"users": 3, "threads": 4}, "--threads must be between 1 and 3 for 3 users"),
     ({"messages": -1}, "--messages must not be negative"),
 ])
-def test_load_rejects_impossible_profiles(chat_db: ChatDatabase, kwargs: dict[str, int], message: str) -> None:
+def test_load_rejects_impossible_profiles(chat_db: Database, kwargs: dict[str, int], message: str) -> None:
     with chat_db.connect(admin=True) as conn, pytest.raises(SeedError, match=message):
         seed.load(conn, **kwargs)
 
 
-def test_load_twice_with_the_same_seed_is_refused(chat_db: ChatDatabase) -> None:
+def test_load_twice_with_the_same_seed_is_refused(chat_db: Database) -> None:
     with chat_db.connect(admin=True) as conn:
         seed.load(conn, users=10, threads=10, messages=100, seed=5)
         with pytest.raises(SeedError, match="already present; run `dbtool reset` first"):
             seed.load(conn, users=10, threads=10, messages=100, seed=5)
 
 
-def test_cli_seed(chat_db: ChatDatabase) -> None:
+def test_cli_seed(chat_db: Database) -> None:
     runner = CliRunner()
     demo = runner.invoke(cli, ["seed", "--database-url", chat_db.admin_url])
     assert demo.exit_code == 0 and "carol is an outsider" in demo.stdout

@@ -10,9 +10,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dbtool import build, migrate, smoke, standin
+from dbtool import smoke
 from dbtool.cli import cli
-from dbtool.pytest_plugin import ChatDatabase, EmbeddedServer
+from dbtool.database import Database
+from dbtool.ops import build, migrate, standin
+from dbtool.server.embedded import Server
 from dbtool.smoke import scenario
 from dbtool.smoke.local import USER_PREFIX
 
@@ -20,21 +22,21 @@ TABLES = ("auth.users", "public.chat_identities", "public.chat_threads", "public
           "realtime.messages")
 
 
-def counts(db: ChatDatabase) -> dict[str, int]:
+def counts(db: Database) -> dict[str, int]:
     """Rows of each table the scenario writes (those the database has: chat_links is 0007's)."""
     with db.connect(admin=True) as conn:
         present = [t for t in TABLES if conn.execute("select to_regclass(%s)", (t,)).fetchone() != (None,)]
         return {t: conn.execute(f"select count(*) from {t}").fetchone()[0] for t in present}  # type: ignore[index]
 
 
-def missing_functions(db: ChatDatabase, names: tuple[str, ...]) -> bool:
+def missing_functions(db: Database, names: tuple[str, ...]) -> bool:
     with db.connect(admin=True) as conn:
         row = conn.execute("select count(distinct proname) from pg_proc where pronamespace = 'public'::regnamespace "
                            "and proname = any(%s)", (list(names),)).fetchone()
     return row is not None and row[0] < len(names)
 
 
-def smoke_cli(db: ChatDatabase, *extra: str) -> Any:
+def smoke_cli(db: Database, *extra: str) -> Any:
     return CliRunner().invoke(cli, ["smoke", "--local", "--database-url", db.url, *extra])
 
 
@@ -42,7 +44,7 @@ def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["step"]: s for s in report["steps"]}
 
 
-def test_local_smoke_passes_and_leaves_the_database_as_it_was(chat_db: ChatDatabase) -> None:
+def test_local_smoke_passes_and_leaves_the_database_as_it_was(chat_db: Database) -> None:
     before = counts(chat_db)
     result = smoke_cli(chat_db, "--json")
     assert result.exit_code == 0, result.output
@@ -62,7 +64,7 @@ def test_local_smoke_passes_and_leaves_the_database_as_it_was(chat_db: ChatDatab
     assert counts(chat_db) == before
 
 
-def test_step_table_and_summary(chat_db: ChatDatabase) -> None:
+def test_step_table_and_summary(chat_db: Database) -> None:
     result = smoke_cli(chat_db)
     assert result.exit_code == 0, result.output
     header = result.stdout.splitlines()[0].split()
@@ -72,7 +74,7 @@ def test_step_table_and_summary(chat_db: ChatDatabase) -> None:
     assert "local smoke of postgresql://postgres:***@" in result.stdout  # the password is redacted
 
 
-def test_a_failed_step_exits_1_and_still_deletes_the_users(chat_db: ChatDatabase) -> None:
+def test_a_failed_step_exits_1_and_still_deletes_the_users(chat_db: Database) -> None:
     with chat_db.connect(admin=True) as conn:
         conn.execute("alter table public.chat_messages disable trigger user")
     before = counts(chat_db)
@@ -85,7 +87,7 @@ def test_a_failed_step_exits_1_and_still_deletes_the_users(chat_db: ChatDatabase
     assert counts(chat_db) == before
 
 
-def test_steps_after_a_failed_one_say_what_they_needed(chat_db: ChatDatabase) -> None:
+def test_steps_after_a_failed_one_say_what_they_needed(chat_db: Database) -> None:
     # Without ensure_chat_thread's grant, the thread step fails and its dependants are skipped.
     with chat_db.connect(admin=True) as conn:
         conn.execute("revoke execute on function public.ensure_chat_thread(text, text) from authenticated")
@@ -98,7 +100,7 @@ def test_steps_after_a_failed_one_say_what_they_needed(chat_db: ChatDatabase) ->
     assert steps["users.delete"]["result"] == "passed"
 
 
-def test_a_feature_step_lights_up_once_the_database_has_its_rpcs(chat_db: ChatDatabase) -> None:
+def test_a_feature_step_lights_up_once_the_database_has_its_rpcs(chat_db: Database) -> None:
     if not missing_functions(chat_db, scenario.RECEIPTS):
         pytest.skip("receipts are migrated: the step runs for real in the first test")
     # A mark_chat_read that moves no cursor and broadcasts nothing: the step runs and fails.
@@ -112,13 +114,13 @@ def test_a_feature_step_lights_up_once_the_database_has_its_rpcs(chat_db: ChatDa
     assert result.exit_code == 1
 
 
-def test_refuses_a_database_without_the_chat_schema(bare: ChatDatabase) -> None:
+def test_refuses_a_database_without_the_chat_schema(bare: Database) -> None:
     result = smoke_cli(bare)
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "has no chat schema: run `dbtool migrate`" in result.output
 
 
-def test_refuses_a_database_at_another_revision(bare: ChatDatabase) -> None:
+def test_refuses_a_database_at_another_revision(bare: Database) -> None:
     revisions = [rev for rev, _, _ in migrate.history()]
     migrate.upgrade(migrate.MigrateSettings(bare.url), revisions[-2])
     before = counts(bare)
@@ -128,7 +130,7 @@ def test_refuses_a_database_at_another_revision(bare: ChatDatabase) -> None:
     assert counts(bare) == before
 
 
-def test_local_driver_users_carry_the_run_prefix(chat_db: ChatDatabase) -> None:
+def test_local_driver_users_carry_the_run_prefix(chat_db: Database) -> None:
     seen: list[str] = []
 
     def watch(result: smoke.StepResult) -> None:
@@ -142,7 +144,7 @@ def test_local_driver_users_carry_the_run_prefix(chat_db: ChatDatabase) -> None:
                                   for label in ("alice", "bob", "outsider"))
 
 
-def test_local_smoke_on_a_database_migrated_by_the_package(chat_db_server: EmbeddedServer) -> None:
+def test_local_smoke_on_a_database_migrated_by_the_package(chat_db_server: Server) -> None:
     # The default path of `dbtool smoke --local`: a database built like `dbtool reset` builds one.
     name = "chat_db_smoke_built"
     db = chat_db_server.database(name)
@@ -155,7 +157,7 @@ def test_local_smoke_on_a_database_migrated_by_the_package(chat_db_server: Embed
         build.drop_database(db.admin_url, name)
 
 
-def test_standin_alone_is_not_enough(chat_db_server: EmbeddedServer) -> None:
+def test_standin_alone_is_not_enough(chat_db_server: Server) -> None:
     name = "chat_db_smoke_standin"
     db = chat_db_server.database(name)
     build.create_database(db.admin_url, name)
@@ -168,7 +170,7 @@ def test_standin_alone_is_not_enough(chat_db_server: EmbeddedServer) -> None:
         build.drop_database(db.admin_url, name)
 
 
-def test_local_guest_is_an_anonymous_user_and_is_deleted(chat_db: ChatDatabase) -> None:
+def test_local_guest_is_an_anonymous_user_and_is_deleted(chat_db: Database) -> None:
     from dbtool.smoke.local import LocalDriver
 
     before = counts(chat_db)

@@ -19,8 +19,9 @@ from click.testing import CliRunner, Result
 
 from dbtool import smoke
 from dbtool.cli import cli
+from dbtool.database import Database
 from dbtool.errors import ConfigError
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.server.embedded import free_port
 from dbtool.smoke import base, live, scenario
 from dbtool.smoke.local import USER_PREFIX
 from tests import supabase_http, supabase_realtime
@@ -36,19 +37,19 @@ GUEST_REALTIME_STEPS = ("guest.exchange", "guest.refused")
 
 
 @pytest.fixture
-def project(chat_db: ChatDatabase) -> Iterator[tuple[str, supabase_http.Api]]:
+def project(chat_db: Database) -> Iterator[tuple[str, supabase_http.Api]]:
     with supabase_http.serve(chat_db.url, chat_db.admin_url) as served:
         yield served
 
 
-def counts(db: ChatDatabase) -> dict[str, int]:
+def counts(db: Database) -> dict[str, int]:
     """Rows of every table but realtime.messages: on a project the broadcasts of the run's
     messages stay in Realtime's queue (which Realtime prunes) and the run cannot delete them."""
     return {k: v for k, v in all_counts(db).items() if k != "realtime.messages"}
 
 
 @contextmanager
-def project_with_realtime(db: ChatDatabase, public_access: bool = False) -> Iterator[tuple[str, supabase_http.Api]]:
+def project_with_realtime(db: Database, public_access: bool = False) -> Iterator[tuple[str, supabase_http.Api]]:
     server = supabase_realtime.RealtimeServer(db.url, public_access=public_access)
     server.start()
     try:
@@ -117,11 +118,7 @@ def test_database_url_is_for_local_only() -> None:
 
 
 def test_an_unreachable_project_is_an_error_without_secrets() -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens on it
     result = run_cli(f"http://127.0.0.1:{port}")
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith(f"Error: cannot reach the project at http://127.0.0.1:{port}")
@@ -131,7 +128,7 @@ def test_an_unreachable_project_is_an_error_without_secrets() -> None:
 # --- against the HTTP API over the local database -------------------------------------------
 
 
-def test_live_driver_runs_the_rest_steps_and_deletes_its_users(chat_db: ChatDatabase,
+def test_live_driver_runs_the_rest_steps_and_deletes_its_users(chat_db: Database,
                                                               project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
     before = counts(chat_db)
@@ -164,7 +161,7 @@ def test_live_driver_runs_the_rest_steps_and_deletes_its_users(chat_db: ChatData
     assert {key for m, p, key in api.requests if p.startswith("/auth/v1/admin/")} == {SERVICE_KEY}
 
 
-def test_users_are_named_for_the_run(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+def test_users_are_named_for_the_run(chat_db: Database, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
     guests: list[tuple[Any, ...]] = []
 
@@ -181,7 +178,7 @@ def test_users_are_named_for_the_run(chat_db: ChatDatabase, project: tuple[str, 
     assert guests == [(None, {"chat_db_smoke": report.run_id, "label": "guest"})]
 
 
-def test_refuses_a_project_without_the_chat_schema(chat_db: ChatDatabase,
+def test_refuses_a_project_without_the_chat_schema(chat_db: Database,
                                                    project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
     api.hide_functions.add("chat_history")
@@ -213,7 +210,7 @@ def test_refuses_a_key_the_project_does_not_accept(project: tuple[str, supabase_
 
 
 def test_a_timeout_names_its_step_and_the_user_created_late_is_deleted(
-        chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+        chat_db: Database, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
     api.hold_create = "bob"  # bob is created, but the answer never arrives in time
     before = counts(chat_db)
@@ -229,7 +226,7 @@ def test_a_timeout_names_its_step_and_the_user_created_late_is_deleted(
     assert counts(chat_db) == before
 
 
-def test_a_guest_signed_in_too_late_is_deleted(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+def test_a_guest_signed_in_too_late_is_deleted(chat_db: Database, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
     if missing_functions(chat_db, scenario.GUEST_LINKS):
         pytest.skip("no guest links in this schema: the scenario signs in no guest")
@@ -245,7 +242,7 @@ def test_a_guest_signed_in_too_late_is_deleted(chat_db: ChatDatabase, project: t
 
 
 def test_a_creation_that_answers_does_not_forget_one_that_did_not(
-        chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+        chat_db: Database, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
     api.hold_create = "bob"
     before = counts(chat_db)
@@ -260,7 +257,7 @@ def test_a_creation_that_answers_does_not_forget_one_that_did_not(
 
 
 @pytest.mark.parametrize(("step", "users"), [("thread.ensure", 3), ("guest.redeem", 4)])
-def test_ctrl_c_still_deletes_the_users(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api], step: str,
+def test_ctrl_c_still_deletes_the_users(chat_db: Database, project: tuple[str, supabase_http.Api], step: str,
                                         users: int) -> None:
     url, api = project
     if step.startswith("guest.") and missing_functions(chat_db, scenario.GUEST_LINKS):
@@ -278,7 +275,7 @@ def test_ctrl_c_still_deletes_the_users(chat_db: ChatDatabase, project: tuple[st
     assert len([p for m, p, _ in api.requests if m == "DELETE"]) == users
 
 
-def test_anonymous_sign_ins_off_is_said_plainly(chat_db: ChatDatabase, project: tuple[str, supabase_http.Api]) -> None:
+def test_anonymous_sign_ins_off_is_said_plainly(chat_db: Database, project: tuple[str, supabase_http.Api]) -> None:
     url, api = project
     api.anonymous_sign_ins = False  # the setting of a new project
     driver = live.LiveDriver(live.live_config(url, ANON_KEY, SERVICE_KEY, 1, env={}))
@@ -306,7 +303,7 @@ def test_anonymous_sign_ins_off_is_said_plainly(chat_db: ChatDatabase, project: 
 # --- with Realtime too ----------------------------------------------------------------------
 
 
-def test_live_driver_end_to_end(chat_db: ChatDatabase) -> None:
+def test_live_driver_end_to_end(chat_db: Database) -> None:
     before = counts(chat_db)
     with project_with_realtime(chat_db) as (url, api):
         result = run_cli(url, "--json", "--timeout", "10")
@@ -327,7 +324,7 @@ def test_live_driver_end_to_end(chat_db: ChatDatabase) -> None:
     assert counts(chat_db) == before
 
 
-def test_public_channels_allowed_is_said_plainly(chat_db: ChatDatabase) -> None:
+def test_public_channels_allowed_is_said_plainly(chat_db: Database) -> None:
     with project_with_realtime(chat_db, public_access=True) as (url, _):
         result = run_cli(url, "--json", "--timeout", "10")
     assert result.exit_code == 1
@@ -336,7 +333,7 @@ def test_public_channels_allowed_is_said_plainly(chat_db: ChatDatabase) -> None:
     assert "turn off 'Allow public access' in the project's Realtime settings" in failed["realtime.public"]
 
 
-def test_a_forged_broadcast_that_gets_through_fails_the_run(chat_db: ChatDatabase) -> None:
+def test_a_forged_broadcast_that_gets_through_fails_the_run(chat_db: Database) -> None:
     with chat_db.connect(admin=True) as conn:  # a project whose guards were dropped by another feature
         conn.execute("drop policy chat_realtime__guard_authenticated on realtime.messages")
         conn.execute("drop policy chat_realtime__guard_other_roles on realtime.messages")

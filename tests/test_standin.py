@@ -13,9 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtool import build, personas, postgrest, realtime, standin
+from dbtool.database import Database
 from dbtool.errors import ConfigError, SupabaseDetected
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.ops import build, standin
+from dbtool.supabase import personas, postgrest, realtime
 
 ALICE = "a11ce000-0000-4000-8000-000000000001"
 OTHER = "0be00000-0000-4000-8000-000000000002"
@@ -34,14 +35,14 @@ def claim_readers(conn: psycopg.Connection[Any], **settings: str) -> tuple[Any, 
 class TestClaims:
     """auth.*() read `request.jwt.claim.<x>` first, then `request.jwt.claims`; '' is unset."""
 
-    def test_claims_json_alone(self, chat_db: ChatDatabase) -> None:
+    def test_claims_json_alone(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             claims = json.dumps({"sub": ALICE, "role": "authenticated", "email": "a@x.test"})
             uid, role, email, jwt = claim_readers(conn, request__jwt__claims=claims)
         assert (uid, role, email) == (ALICE, "authenticated", "a@x.test")
         assert jwt == {"sub": ALICE, "role": "authenticated", "email": "a@x.test"}
 
-    def test_legacy_per_claim_settings_win(self, chat_db: ChatDatabase) -> None:
+    def test_legacy_per_claim_settings_win(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             claims = json.dumps({"sub": ALICE, "role": "authenticated", "email": "a@x.test"})
             uid, role, email, jwt = claim_readers(
@@ -54,7 +55,7 @@ class TestClaims:
             )
         assert (uid, role, email, jwt) == (OTHER, "service_role", "o@x.test", {"sub": OTHER})
 
-    def test_empty_per_claim_setting_counts_as_unset(self, chat_db: ChatDatabase) -> None:
+    def test_empty_per_claim_setting_counts_as_unset(self, chat_db: Database) -> None:
         # Realtime sets request.jwt.claim.sub to '' for a token without sub.
         with chat_db.connect(admin=True) as conn:
             claims = json.dumps({"sub": ALICE, "role": "authenticated"})
@@ -63,22 +64,22 @@ class TestClaims:
             )
         assert (uid, role) == (ALICE, "authenticated")
 
-    def test_nothing_set_or_empty_is_null(self, chat_db: ChatDatabase) -> None:
+    def test_nothing_set_or_empty_is_null(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             assert claim_readers(conn) == (None, None, None, None)
             assert claim_readers(conn, request__jwt__claims="", request__jwt__claim__sub="") == (None, None, None, None)
 
-    def test_claims_without_sub(self, chat_db: ChatDatabase) -> None:
+    def test_claims_without_sub(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             uid, role, _, _ = claim_readers(conn, request__jwt__claims=json.dumps({"role": "authenticated"}))
         assert (uid, role) == (None, "authenticated")
 
-    def test_empty_sub_inside_claims_is_an_error_as_on_supabase(self, chat_db: ChatDatabase) -> None:
+    def test_empty_sub_inside_claims_is_an_error_as_on_supabase(self, chat_db: Database) -> None:
         # Only empty *settings* count as unset; a JWT with "sub": "" makes auth.uid() fail.
         with chat_db.connect(admin=True) as conn, pytest.raises(psycopg.errors.InvalidTextRepresentation):
             claim_readers(conn, request__jwt__claims=json.dumps({"sub": "", "role": "authenticated"}))
 
-    def test_postgrest_request_sets_role_claims_and_request_settings(self, chat_db: ChatDatabase) -> None:
+    def test_postgrest_request_sets_role_claims_and_request_settings(self, chat_db: Database) -> None:
         user = personas.user("alice", ALICE, "a@x.test")
         with chat_db.connect(admin=True) as conn:
             got = postgrest.run(
@@ -96,7 +97,7 @@ class TestClaims:
              "timeout": "8s", "ro": "on"}
         ]
 
-    def test_postgrest_settings_do_not_outlive_the_request(self, chat_db: ChatDatabase) -> None:
+    def test_postgrest_settings_do_not_outlive_the_request(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             postgrest.run(conn, personas.user("alice", ALICE), "select 1")
             row = conn.execute("select current_user, auth.uid()").fetchone()
@@ -106,7 +107,7 @@ class TestClaims:
 class TestDefaultPrivileges:
     """Supabase grants whatever postgres creates in public to the API roles."""
 
-    def test_new_table_sequence_and_function_are_granted_to_anon(self, chat_db: ChatDatabase) -> None:
+    def test_new_table_sequence_and_function_are_granted_to_anon(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:  # as postgres, the migration role
             conn.execute("create table public.dp_probe (id bigint generated always as identity, note text)")
             conn.execute("create function public.dp_fn() returns int language sql as 'select 1'")
@@ -123,14 +124,14 @@ class TestDefaultPrivileges:
             ).fetchone()
         assert privileges == (True, True, True, True, True)
 
-    def test_anon_can_really_read_a_new_table(self, chat_db: ChatDatabase) -> None:
+    def test_anon_can_really_read_a_new_table(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             conn.execute("create table public.dp_open (note text)")
             conn.execute("insert into public.dp_open values ('visible to anon')")
             got = postgrest.run(conn, personas.anon(), "select note from public.dp_open")
         assert got.rows == [{"note": "visible to anon"}]
 
-    def test_migration_role_is_not_superuser_but_bypasses_rls(self, chat_db: ChatDatabase) -> None:
+    def test_migration_role_is_not_superuser_but_bypasses_rls(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             row = conn.execute(
                 "select rolsuper, rolbypassrls, rolcreaterole, rolcreatedb from pg_roles where rolname = current_user"
@@ -139,7 +140,7 @@ class TestDefaultPrivileges:
 
 
 class TestRoles:
-    def test_role_attributes_match_supabase(self, chat_db: ChatDatabase) -> None:
+    def test_role_attributes_match_supabase(self, chat_db: Database) -> None:
         expected = {
             # role: (login, inherit, superuser, bypassrls)
             "anon": (False, True, False, False),
@@ -156,7 +157,7 @@ class TestRoles:
             ).fetchall()
         assert {r[0]: tuple(r[1:]) for r in rows} == expected
 
-    def test_authenticator_and_postgres_can_become_the_api_roles(self, chat_db: ChatDatabase) -> None:
+    def test_authenticator_and_postgres_can_become_the_api_roles(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             rows = conn.execute(
                 """
@@ -171,7 +172,7 @@ class TestRoles:
             (m, r) for m in ("authenticator", "postgres") for r in ("anon", "authenticated", "service_role")
         )
 
-    def test_service_role_bypasses_rls_and_others_see_nothing(self, chat_db: ChatDatabase) -> None:
+    def test_service_role_bypasses_rls_and_others_see_nothing(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             conn.execute("create table public.rls_probe (note text)")
             conn.execute("alter table public.rls_probe enable row level security")
@@ -185,7 +186,7 @@ class TestRoles:
 
 
 class TestRealtime:
-    def test_messages_table_shape(self, chat_db: ChatDatabase) -> None:
+    def test_messages_table_shape(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             shape = conn.execute(
                 """
@@ -222,7 +223,7 @@ class TestRealtime:
         assert cols["updated_at"] == ("timestamp without time zone", True, "now()")
         assert grants == [(r, "INSERT,SELECT,UPDATE") for r in ("anon", "authenticated", "service_role")]
 
-    def test_daily_partitions_yesterday_to_today_plus_three(self, chat_db: ChatDatabase) -> None:
+    def test_daily_partitions_yesterday_to_today_plus_three(self, chat_db: Database) -> None:
         today = datetime.now(UTC).date()
         wanted = [f"messages_{(today + timedelta(days=d)).strftime('%Y_%m_%d')}" for d in range(-1, 4)]
         with chat_db.connect() as conn:
@@ -232,7 +233,7 @@ class TestRealtime:
             ).fetchall()]
         assert set(wanted) <= set(names)
 
-    def test_topic_reads_the_setting_and_treats_empty_as_null(self, chat_db: ChatDatabase) -> None:
+    def test_topic_reads_the_setting_and_treats_empty_as_null(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             assert conn.execute("select realtime.topic()").fetchone() == (None,)
             with conn.transaction():
@@ -241,7 +242,7 @@ class TestRealtime:
                 conn.execute("select set_config('realtime.topic', 'chat:x', true)")
                 assert conn.execute("select realtime.topic()").fetchone() == ("chat:x",)
 
-    def test_send_runs_as_caller_warns_and_the_transaction_commits(self, chat_db: ChatDatabase) -> None:
+    def test_send_runs_as_caller_warns_and_the_transaction_commits(self, chat_db: Database) -> None:
         warnings: list[str] = []
         with chat_db.connect() as conn:
             conn.execute("create table public.send_probe (note text)")
@@ -257,7 +258,7 @@ class TestRealtime:
         assert kept == (1,)
         assert sent == (0,)
 
-    def test_send_inserts_a_private_broadcast_when_allowed(self, chat_db: ChatDatabase) -> None:
+    def test_send_inserts_a_private_broadcast_when_allowed(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             with postgrest.request(conn, personas.service(), method="POST", commit=True):
                 conn.execute("select realtime.send('{\"hello\": 1}'::jsonb, 'ping', 'room:2')")
@@ -269,7 +270,7 @@ class TestRealtime:
         assert topic == ("room:2",)
         assert row == ("broadcast", "ping", True, {"hello": 1}, True)
 
-    def test_missing_partition_is_a_warning_not_an_abort(self, chat_db: ChatDatabase) -> None:
+    def test_missing_partition_is_a_warning_not_an_abort(self, chat_db: Database) -> None:
         today = datetime.now(UTC).strftime("%Y_%m_%d")
         warnings: list[str] = []
         with chat_db.connect(admin=True) as conn:
@@ -283,7 +284,7 @@ class TestRealtime:
         assert kept == (1,)
         assert len(warnings) == 1 and warnings[0].startswith("WarnSendingBroadcastMessage: no partition of relation")
 
-    def test_broadcast_changes_payload_shape(self, chat_db: ChatDatabase) -> None:
+    def test_broadcast_changes_payload_shape(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             conn.execute("create table public.bc_probe (id int primary key, body text)")
             conn.execute(
@@ -311,13 +312,13 @@ class TestRealtime:
         assert (payload["old_record"], payload["operation"], payload["table"], payload["schema"]) == (
             None, "INSERT", "bc_probe", "public")
 
-    def test_broadcast_changes_refuses_statement_level(self, chat_db: ChatDatabase) -> None:
+    def test_broadcast_changes_refuses_statement_level(self, chat_db: Database) -> None:
         with chat_db.connect() as conn, pytest.raises(psycopg.errors.RaiseException, match="Failed to process the row"):
             conn.execute(
                 "select realtime.broadcast_changes('t', 'e', 'INSERT', 'x', 'public', null::record, null::record, 'STATEMENT')"
             )
 
-    def test_private_channels_are_closed_without_policies(self, chat_db: ChatDatabase) -> None:
+    def test_private_channels_are_closed_without_policies(self, chat_db: Database) -> None:
         user = personas.user("alice", ALICE)
         with chat_db.connect(admin=True) as conn:
             assert realtime.read_check(conn, user, "room:1").allowed == {"broadcast": False, "presence": False}
@@ -326,7 +327,7 @@ class TestRealtime:
             # service_role bypasses RLS, as on Supabase.
             assert realtime.read_check(conn, personas.service(), "room:1").allowed == {"broadcast": True, "presence": True}
 
-    def test_publication_exists_owned_by_postgres(self, chat_db: ChatDatabase) -> None:
+    def test_publication_exists_owned_by_postgres(self, chat_db: Database) -> None:
         with chat_db.connect() as conn:
             row = conn.execute(
                 "select pg_get_userbyid(pubowner), puballtables from pg_publication where pubname = 'supabase_realtime'"
@@ -335,14 +336,14 @@ class TestRealtime:
 
 
 class TestInstall:
-    def test_install_is_idempotent(self, chat_db: ChatDatabase) -> None:
+    def test_install_is_idempotent(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             again = standin.install(conn)
             version = standin.installed_fingerprint(conn)
         assert again.already_current
         assert version == standin.fingerprint()
 
-    def test_install_updates_a_changed_object(self, chat_db: ChatDatabase) -> None:
+    def test_install_updates_a_changed_object(self, chat_db: Database) -> None:
         with chat_db.connect(admin=True) as conn:
             conn.execute("create or replace function realtime.topic() returns text language sql as 'select null::text'")
             conn.execute("update _dbtool.state set value = 'old' where key = 'standin_sha256'")
@@ -353,7 +354,7 @@ class TestInstall:
         assert not result.already_current
         assert topic == ("chat:x",)
 
-    def test_refuses_a_supabase_database(self, chat_db: ChatDatabase) -> None:
+    def test_refuses_a_supabase_database(self, chat_db: Database) -> None:
         fresh = "standin_supabase_like"
         build.create_database(chat_db.admin_url, fresh)
         url = chat_db.admin_url.rsplit("/", 1)[0] + "/" + fresh
@@ -367,6 +368,6 @@ class TestInstall:
         finally:
             build.drop_database(chat_db.admin_url, fresh)
 
-    def test_refuses_a_non_superuser(self, chat_db: ChatDatabase) -> None:
+    def test_refuses_a_non_superuser(self, chat_db: Database) -> None:
         with chat_db.connect() as conn, pytest.raises(ConfigError, match="needs a superuser"):
             standin.install(conn)

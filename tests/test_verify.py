@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 
-from dbtool import seed
-from dbtool.probes import ALL_PROBES, PERSONAS
-from dbtool.pytest_plugin import ChatDatabase
+from dbtool.database import Database
+from dbtool.ops import seed
+from dbtool.policy.probes import ALL_PROBES, PERSONAS
 
 CELLS = len(ALL_PROBES) * len(PERSONAS)
 
@@ -32,7 +32,7 @@ def everything(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
     return {t: sorted(r[0] for r in conn.execute(f"select t::text from {t} t")) for t in tables}
 
 
-def test_verify_passes_reports_the_matrix_and_changes_nothing(chat_db: ChatDatabase, tmp_path: Path) -> None:
+def test_verify_passes_reports_the_matrix_and_changes_nothing(chat_db: Database, tmp_path: Path) -> None:
     with chat_db.connect(admin=True) as conn:
         with conn.transaction():
             seed.demo(conn)
@@ -54,7 +54,7 @@ def test_verify_passes_reports_the_matrix_and_changes_nothing(chat_db: ChatDatab
     assert sum(1 for _ in cases) == CELLS + 1
 
 
-def test_verify_text_output(chat_db: ChatDatabase) -> None:
+def test_verify_text_output(chat_db: Database) -> None:
     done = run("verify", "--database-url", chat_db.admin_url)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
@@ -65,7 +65,7 @@ def test_verify_text_output(chat_db: ChatDatabase) -> None:
     assert "database unchanged" in done.stdout
 
 
-def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase, tmp_path: Path) -> None:
+def test_verify_fails_loudly_on_a_widened_policy(chat_db: Database, tmp_path: Path) -> None:
     with chat_db.connect() as conn:
         conn.execute("alter policy chat_messages__select_participants on public.chat_messages using (true)")
     junit = tmp_path / "policy.xml"
@@ -81,7 +81,7 @@ def test_verify_fails_loudly_on_a_widened_policy(chat_db: ChatDatabase, tmp_path
     assert "measured: " in (failure.text or "")
 
 
-def test_sequences_move_only_when_asked_not_to_keep_them(chat_db: ChatDatabase) -> None:
+def test_sequences_move_only_when_asked_not_to_keep_them(chat_db: Database) -> None:
     def last_value() -> int:
         with chat_db.connect(admin=True) as conn:
             row = conn.execute("select last_value from public.chat_messages_id_seq").fetchone()
@@ -111,14 +111,14 @@ for args in sys.argv[1:]:
         codes.append(exc.code)
 for info in pkgutil.walk_packages(dbtool.__path__, "dbtool."):
     # the plugin, loaded by pytest itself, is the one module that needs it; __main__ would run the CLI
-    if info.name not in ("dbtool.pytest_plugin", "dbtool.__main__"):
+    if info.name not in ("dbtool.testing.plugin", "dbtool.__main__"):
         importlib.import_module(info.name)
 test_tools = sorted(m for m in sys.modules if m.split(".")[0] in ("pytest", "_pytest", "pluggy", "pytest_postgresql"))
 print(json.dumps({"codes": codes, "test_tools": test_tools}))
 '''
 
 
-def test_verify_audit_and_migrate_never_import_pytest(chat_db: ChatDatabase) -> None:
+def test_verify_audit_and_migrate_never_import_pytest(chat_db: Database) -> None:
     """pytest and pytest-postgresql are the plugin's extra (chat-db[pytest]), not the tool's."""
     commands = [f"verify --database-url {chat_db.admin_url}", f"audit --database-url {chat_db.admin_url}",
                 f"migrate --database-url {chat_db.url}"]

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from dbtool import stats
 from dbtool.audit.config import SUPABASE_SCHEMAS, AuditConfig
+from dbtool.ops import stats
 
 if TYPE_CHECKING:
-    from dbtool.matrix import Cell
+    from dbtool.policy.matrix import Cell
 
 SEVERITIES = ("info", "warn", "error")
 API_ROLES = ("anon", "authenticated")
@@ -291,7 +291,7 @@ ANONYMOUS_MAY = ("redeem_chat_link()",)
 
 
 def anonymous_access(cells: list[Cell]) -> list[Finding]:
-    """Findings from the measured matrix (dbtool.matrix.Cell): every cell where an anonymous
+    """Findings from the measured matrix (dbtool.policy.matrix.Cell): every cell where an anonymous
     user without a link or an ended guest read a row, changed one, or passed a chat topic's
     Realtime check. Catches what no static reading can, e.g. a helper function gone wrong."""
     out = []

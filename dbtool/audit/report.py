@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from dbtool import matrix
 from dbtool.audit import findings as checks
 from dbtool.audit import snapshot
 from dbtool.audit.config import AuditConfig
 from dbtool.errors import AuditError
+from dbtool.policy import matrix
 from dbtool.render import markdown, table, to_json
 from dbtool.urls import conninfo, redact
+
+if TYPE_CHECKING:
+    from dbtool.database import Database
 
 
 @dataclass
@@ -92,6 +95,26 @@ def load_snapshot(path: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != snapshot.FORMAT:
         raise AuditError(f"{path} is not a dbtool audit snapshot ({snapshot.FORMAT})")
     return data
+
+
+def snapshot_of(db: Database, cfg: AuditConfig, *, with_matrix: bool = True) -> dict[str, Any]:
+    """`dbtool audit snapshot`: what decides who may do what in `db` (sequences kept still
+    while measuring only on a database on this machine)."""
+    with db.connect(admin=True) as conn:
+        return snapshot.take(conn, cfg, db.describe(), with_matrix=with_matrix, exact=db.local)
+
+
+@dataclass(frozen=True)
+class Drift:
+    since: str  # when the old snapshot was taken
+    changes: list[snapshot.Change]
+
+
+def drift(db: Database, cfg: AuditConfig, old: dict[str, Any]) -> Drift:
+    """`dbtool audit diff`: `db` now against a snapshot (see load_snapshot), the matrix
+    measured again only if the snapshot has one."""
+    new = snapshot_of(db, cfg, with_matrix="matrix" in old)
+    return Drift(str(old.get("taken_at")), snapshot.diff(old, new))
 
 
 def render_diff(changes: list[snapshot.Change], fmt: str, taken_at: str) -> str:

@@ -15,11 +15,11 @@ from typing import Any
 
 import psycopg
 
-from dbtool import __version__, matrix, probes
-from dbtool import world as worlds
+from dbtool import __version__
 from dbtool.audit.config import SUPABASE_SCHEMAS, AuditConfig
 from dbtool.audit.findings import COMMANDS, policies
-from dbtool.schema import require_chat_schema
+from dbtool.ops.schema import require_chat_schema
+from dbtool.policy import matrix, probes, worlds
 
 FORMAT = "chat-db-audit-snapshot/1"
 GRADES = ("safe", "breaking", "dangerous")

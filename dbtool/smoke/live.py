@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from dbtool import export, migrate
 from dbtool.errors import ConfigError
+from dbtool.ops import export, migrate
 from dbtool.smoke import surface
 from dbtool.smoke.base import (
     Caller,

@@ -16,9 +16,10 @@ from typing import Any
 
 import psycopg
 
-from dbtool import migrate, personas, postgrest, realtime
-from dbtool.personas import Persona
+from dbtool.ops import migrate
 from dbtool.smoke.base import Caller, Driver, Reply, SmokeRefused, StepFailed, StepSkipped
+from dbtool.supabase import personas, postgrest, realtime
+from dbtool.supabase.personas import Persona
 from dbtool.urls import conninfo, redact
 
 USER_PREFIX = "chat-db-smoke"

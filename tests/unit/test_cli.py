@@ -52,3 +52,16 @@ def test_bad_database_url_is_explained() -> None:
     result = CliRunner().invoke(cli, ["migrate", "--database-url", "mysql://x@y/z"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: --database-url must start with postgresql://")
+
+
+def test_top_level_help_lists_every_command_once_under_its_concern() -> None:
+    from dbtool.cli import SECTIONS
+
+    listed = [name for _, names in SECTIONS for name in names]
+    assert sorted(listed) == sorted(cli.commands) and len(listed) == len(set(listed))
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for title, names in SECTIONS:
+        section = result.output.split(f"{title}:\n", 1)[1].split("\n\n", 1)[0]
+        assert [line.split()[0] for line in section.splitlines()] == list(names)
+    assert "import dbtool.supabase" in result.output

@@ -77,3 +77,18 @@ def test_bad_lock_waits(value: str, message: str) -> None:
     with pytest.raises(ConfigError) as raised:
         config.migration_config(env={"DBTOOL_LOCK_WAIT": value})
     assert str(raised.value) == message
+
+
+def test_clear_stats_timeouts() -> None:
+    assert config.stats_config(env={}) == config.StatsConfig("2s", "5min")
+    # the statement timeout follows DBTOOL_STATEMENT_TIMEOUT like migrate's; the lock timeout has only its flag
+    env = {"DBTOOL_STATEMENT_TIMEOUT": "1min", "DBTOOL_LOCK_TIMEOUT": "9s"}
+    assert config.stats_config(env=env) == config.StatsConfig("2s", "1min")
+    assert config.stats_config(lock_timeout="50ms", statement_timeout="30s", env=env) == config.StatsConfig("50ms", "30s")
+
+
+def test_clear_stats_bad_timeouts_name_their_source() -> None:
+    with pytest.raises(ConfigError, match=r"^--lock-timeout must be a PostgreSQL duration such as 5s"):
+        config.stats_config(lock_timeout="soon", env={})
+    with pytest.raises(ConfigError, match=r"^DBTOOL_STATEMENT_TIMEOUT must be a PostgreSQL duration"):
+        config.stats_config(env={"DBTOOL_STATEMENT_TIMEOUT": "forever"})

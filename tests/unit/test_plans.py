@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dbtool import plans
+from dbtool.policy import plans
 
 ONCE: dict[str, Any] = {"Plan": {
     "Node Type": "Index Scan", "Index Name": "chat_messages_thread_idx",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from dbtool import probes
+from dbtool.policy import probes
 
 
 def test_every_probe_is_one_cell_row() -> None:

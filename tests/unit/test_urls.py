@@ -15,8 +15,8 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from dbtool import urls
+from dbtool.database import Database
 from dbtool.errors import ConfigError
-from dbtool.target import Target
 
 NO_ENV: dict[str, str] = {}
 
@@ -316,7 +316,7 @@ def test_redact_never_shows_what_it_cannot_read() -> None:
 
 
 def test_a_refusal_names_where_it_would_connect_and_hides_the_password() -> None:
-    target = Target("postgresql://postgres:s3cret@/postgres?host=10.0.0.5&sslpassword=s3cret",
+    target = Database("postgresql://postgres:s3cret@/postgres?host=10.0.0.5&sslpassword=s3cret",
                     "postgresql://postgres:s3cret@/postgres?host=10.0.0.5&sslpassword=s3cret", "--database-url", False)
     assert not target.local
     assert target.describe() == "postgresql://postgres:***@/postgres?host=10.0.0.5&sslpassword=*** (--database-url)"

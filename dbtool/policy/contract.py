@@ -1,10 +1,10 @@
 """The contract of DESIGN §3, §8 and §9 as data: what each persona must get from each probe.
 
-One expectation per cell of the access matrix (a probe of dbtool.probes run as one persona):
+One expectation per cell of the access matrix (a probe of dbtool.policy.probes run as one persona):
 allowed, with the rows it must see or the number it must change, or refused with the exact
 SQLSTATE and message. `judge` gives a measured cell the contract's verdict; `dbtool verify`
 and the policy suite (tests/test_policy_matrix.py) both go through it, while `dbtool audit`
-only measures (dbtool.matrix).
+only measures (dbtool.policy.matrix).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dbtool import estimates
-from dbtool.limits import MESSAGES, THREADS
-from dbtool.matrix import Cell, cell
-from dbtool.postgrest import Outcome
-from dbtool.probes import ALL_PROBES, PERSONAS, Caller, Probe
-from dbtool.world import World
+from dbtool.ops.limits import MESSAGES, THREADS
+from dbtool.policy import estimates
+from dbtool.policy.matrix import Cell, cell
+from dbtool.policy.probes import ALL_PROBES, PERSONAS, Caller, Probe
+from dbtool.policy.worlds import World
+from dbtool.supabase.postgrest import Outcome
 
 
 @dataclass(frozen=True)
@@ -408,7 +408,7 @@ Expectation = Expect | ChannelExpect | EstimateExpect
 
 
 def expectation(probe: Probe, persona: str) -> Expectation | None:
-    """What the contract says `persona` (a key of dbtool.probes.PERSONAS) must get from `probe`;
+    """What the contract says `persona` (a key of dbtool.policy.probes.PERSONAS) must get from `probe`;
     None where it says nothing (see `gaps`)."""
     if probe.kind == "realtime":
         return _realtime_expectation(probe, persona)

@@ -14,28 +14,22 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
-from dbtool import standin
 from dbtool.config import LocalConfig
 from dbtool.errors import DataDirMismatch, NotRunning, PortInUse, ServerStartFailed
-from dbtool.pgbin import PgBinaries, Runner, choose_runner, find_binaries, reachable_binaries
+from dbtool.ops import standin
+from dbtool.progress import Progress, quiet
+from dbtool.server.pgbin import PgBinaries, Runner, choose_runner, find_binaries, reachable_binaries
 
 ADMIN_ROLE = "supabase_admin"
 APP_ROLE = "postgres"
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 # Settings for a disposable development server: durability traded for speed
@@ -236,7 +230,7 @@ def _bootstrap(cfg: LocalConfig, progress: Progress) -> None:
             )
 
 
-def start(cfg: LocalConfig, progress: Progress = _quiet) -> StartResult:
+def start(cfg: LocalConfig, progress: Progress = quiet) -> StartResult:
     """Start the local server, initialising it on first use. Idempotent."""
     began = time.monotonic()
     binaries = find_binaries(cfg.pg_bin)
@@ -293,7 +287,7 @@ def start(cfg: LocalConfig, progress: Progress = _quiet) -> StartResult:
     return StartResult(False, initialised, time.monotonic() - began, status(cfg), binaries.source)
 
 
-def stop(cfg: LocalConfig, progress: Progress = _quiet) -> float:
+def stop(cfg: LocalConfig, progress: Progress = quiet) -> float:
     """Stop the local server (fast shutdown); returns the seconds it took."""
     live = _pidfile(cfg)
     if live is None:
@@ -311,7 +305,7 @@ def stop(cfg: LocalConfig, progress: Progress = _quiet) -> float:
     raise ServerStartFailed(f"PostgreSQL (pid {pid}) did not stop within {STOP_TIMEOUT_S}s; sent SIGQUIT")
 
 
-def destroy(cfg: LocalConfig, progress: Progress = _quiet) -> None:
+def destroy(cfg: LocalConfig, progress: Progress = quiet) -> None:
     """Stop the server if it runs and delete its data directory."""
     import shutil
 

@@ -19,13 +19,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from dbtool.errors import SeedError
+from dbtool.ops.schema import require_chat_schema
+
+if TYPE_CHECKING:
+    from dbtool.database import Database
 
 # --- demo personas -----------------------------------------------------------------------
 
@@ -352,3 +356,26 @@ def load(
     conn.execute("analyze public.chat_identities, public.chat_threads, public.chat_messages, public.chat_receipts, "
                  "auth.users")
     return LoadResult(users, threads, messages, seed, time.monotonic() - began, copied - began, indexed - copied)
+
+
+# --- on a database the CLI names ------------------------------------------------------------
+
+
+def demo_in(db: Database, *, force: bool = False) -> DemoData:
+    """`dbtool seed --profile demo`: the demo data in one transaction; refuses a database that
+    is not on this machine unless forced, and one without the chat schema."""
+    db.require_local(force, "seed")
+    with db.connect(admin=True) as conn:
+        require_chat_schema(conn, "seed")
+        with conn.transaction():
+            return demo(conn)
+
+
+def load_in(db: Database, *, users: int, threads: int, messages: int, seed: int, force: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> LoadResult:
+    """`dbtool seed --profile load`: `load` with the same checks as `demo_in`."""
+    check_load(users, threads, messages)
+    db.require_local(force, "seed")
+    with db.connect(admin=True) as conn:
+        require_chat_schema(conn, "seed")
+        return load(conn, users=users, threads=threads, messages=messages, seed=seed, progress=progress)

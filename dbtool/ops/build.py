@@ -6,23 +6,17 @@ so the tests exercise exactly what developers run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from dbtool import migrate, standin
+from dbtool.ops import migrate, standin
+from dbtool.progress import Progress, quiet
 from dbtool.urls import conninfo, database_name, with_database
 
 APP_ROLE = "postgres"
 MAINTENANCE_DB = "postgres"
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -60,7 +54,7 @@ def create_database(admin_url: str, dbname: str, owner: str = APP_ROLE, template
         conn.execute(query)
 
 
-def prepare(admin_url: str, app_url: str, progress: Progress = _quiet) -> Built:
+def prepare(admin_url: str, app_url: str, progress: Progress = quiet) -> Built:
     """Stand-in (as the superuser), then migrations (as the app role) in an existing database."""
     with psycopg.connect(conninfo(admin_url), autocommit=True) as conn:
         installed = standin.install(conn)
@@ -69,7 +63,7 @@ def prepare(admin_url: str, app_url: str, progress: Progress = _quiet) -> Built:
     return Built(installed, migrated)
 
 
-def rebuild(admin_url: str, app_url: str, progress: Progress = _quiet) -> Built:
+def rebuild(admin_url: str, app_url: str, progress: Progress = quiet) -> Built:
     """Drop and recreate the database, then prepare it."""
     dbname = database_name(app_url)
     progress(f"recreating database {dbname}")

@@ -13,6 +13,7 @@ import psycopg
 from dbtool import paths
 from dbtool.config import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, MigrationConfig
 from dbtool.errors import MigrationError
+from dbtool.progress import Progress, quiet
 from dbtool.urls import conninfo
 
 if TYPE_CHECKING:  # Alembic and SQLAlchemy load only when migrations run (fast CLI start)
@@ -20,12 +21,6 @@ if TYPE_CHECKING:  # Alembic and SQLAlchemy load only when migrations run (fast 
     from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "chat_migrations.alembic_version"
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ class MigrateResult:
     applied: list[Applied] = field(default_factory=list)
 
 
-def alembic_config(settings: MigrateSettings | None = None, progress: Progress = _quiet,
+def alembic_config(settings: MigrateSettings | None = None, progress: Progress = quiet,
                    timeouts: MigrationConfig | None = None) -> tuple[Config, list[Applied]]:
     """An Alembic Config on our migrations, wired to report applied revisions. env.py takes
     the database and the (validated) timeouts from it rather than from the environment."""
@@ -171,14 +166,14 @@ def _run(settings: MigrateSettings, action: Callable[[Config], None], target: st
     return MigrateResult(before, current(settings.url), applied)
 
 
-def upgrade(settings: MigrateSettings, target: str = "head", progress: Progress = _quiet) -> MigrateResult:
+def upgrade(settings: MigrateSettings, target: str = "head", progress: Progress = quiet) -> MigrateResult:
     """Apply revisions up to `target` under the migration lock."""
     from alembic import command
 
     return _run(settings, lambda cfg: command.upgrade(cfg, target), target, progress)
 
 
-def downgrade(settings: MigrateSettings, target: str, progress: Progress = _quiet) -> MigrateResult:
+def downgrade(settings: MigrateSettings, target: str, progress: Progress = quiet) -> MigrateResult:
     """Revert revisions down to `target` ("base" removes everything we own)."""
     from alembic import command
 

@@ -32,16 +32,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
+from dbtool.config import StatsConfig
 from dbtool.errors import StatsError
+from dbtool.progress import Progress, quiet
 
-Progress = Callable[[str], None]
+if TYPE_CHECKING:
+    from dbtool.database import Database
+
 TABLES = r"chat\_%"  # our tables in public (DESIGN §3); other applications' tables are left alone
 
 # Columns of our tables whose target is 0 (ANALYZE skips them) but which still have statistics.
@@ -375,10 +379,6 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
     )
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def _timeouts(conn: psycopg.Connection[Any], lock_timeout: str, statement_timeout: str) -> None:
     conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                  (lock_timeout, statement_timeout))
@@ -428,7 +428,7 @@ def _background(conn: psycopg.Connection[Any], statements: Sequence[str], progre
 
 
 def clear(conn: psycopg.Connection[Any], *, lock_timeout: str = "2s", statement_timeout: str = "5min",
-          progress: Progress = _quiet) -> Cleared:
+          progress: Progress = quiet) -> Cleared:
     """Remove the stale statistics of our tables (see the module's docstring for how).
     `conn` must be in autocommit mode (concurrent index builds run outside transactions)."""
     result = Cleared()
@@ -472,3 +472,15 @@ def clear(conn: psycopg.Connection[Any], *, lock_timeout: str = "2s", statement_
     result.background_ms = (time.perf_counter() - began) * 1000 - result.lock_wait_ms - result.lock_held_ms
     result.remaining = [c.name for c in stale(conn)]
     return result
+
+
+def plan_for(db: Database) -> Plan:
+    """`clear-stats --dry-run`: what `clear_in` would do to `db`, read as the owner role."""
+    with db.connect() as conn:
+        return plan(conn)
+
+
+def clear_in(db: Database, cfg: StatsConfig, progress: Progress = quiet) -> Cleared:
+    """`clear-stats`: `clear` on `db` as the owner role, with the resolved timeouts."""
+    with db.connect() as conn:
+        return clear(conn, lock_timeout=cfg.lock_timeout, statement_timeout=cfg.statement_timeout, progress=progress)

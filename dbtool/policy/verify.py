@@ -1,8 +1,8 @@
 """`dbtool verify`: the access matrix measured on any database with the schema, every cell
-checked against the contract (dbtool.contract).
+checked against the contract (dbtool.policy.contract).
 
-The probes are the ones `dbtool audit` measures (dbtool.matrix.probe_all), run as the 13
-standard personas in savepoints of one transaction that is rolled back (dbtool.world), so
+The probes are the ones `dbtool audit` measures (dbtool.policy.matrix.probe_all), run as the 13
+standard personas in savepoints of one transaction that is rolled back (dbtool.policy.worlds), so
 this is safe on a staging copy of production; the report proves it by comparing the row
 counts and a checksum of every chat table and realtime.messages before and after the run.
 """
@@ -20,10 +20,10 @@ from typing import Any
 
 import psycopg
 
-from dbtool import contract, probes, world
 from dbtool.errors import VerifyError
-from dbtool.matrix import LEGEND, Cell, as_table, probe_all
-from dbtool.schema import require_chat_schema
+from dbtool.ops.schema import require_chat_schema
+from dbtool.policy import contract, probes, worlds
+from dbtool.policy.matrix import LEGEND, Cell, as_table, probe_all
 from dbtool.urls import conninfo, redact
 
 WATCHED = ("auth.users", "public.chat_identities", "public.chat_threads", "public.chat_links", "public.chat_messages",
@@ -81,7 +81,7 @@ def fingerprints(url: str) -> tuple[dict[str, str], int]:
 
 def _judge_all(conn: psycopg.Connection[Any], report: Report, exact: bool,
                progress: Callable[[str], None] | None) -> None:
-    with world.rolled_back(conn, exact=exact) as session:
+    with worlds.rolled_back(conn, exact=exact) as session:
         callers = probes.callers(session.world)
         total = len(probes.ALL_PROBES) * len(callers)
         if progress:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from dbtool.personas import Persona
+from dbtool.supabase.personas import Persona
 
 EXTENSIONS = ("broadcast", "presence")
 
@@ -42,13 +41,6 @@ class ChannelAccess:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-@contextmanager
-def _rolled_back(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    with conn.transaction():
-        yield
-        raise psycopg.Rollback
 
 
 def _set_user(conn: psycopg.Connection[Any], persona: Persona, topic: str) -> None:
@@ -70,7 +62,7 @@ def read_check(
     probes = {ext: uuid.uuid4() for ext in extensions}
     now = _now()
     try:
-        with _rolled_back(conn):
+        with conn.transaction(force_rollback=True):
             with conn.cursor() as cur:
                 cur.executemany(
                     "insert into realtime.messages (id, topic, extension, inserted_at, updated_at) "
@@ -96,7 +88,7 @@ def write_check(
     """May `persona` send broadcast / track presence on the private channel `topic`?"""
     allowed: dict[str, bool] = {}
     now = _now()
-    with _rolled_back(conn):
+    with conn.transaction(force_rollback=True):
         _set_user(conn, persona, topic)
         for ext in extensions:
             try:
@@ -116,7 +108,7 @@ def visible(conn: psycopg.Connection[Any], persona: Persona, topic: str, ids: Se
     """Which of the rows `ids` of realtime.messages `persona` sees under the channel settings
     the Realtime server sets for `topic` (the read check's view of existing rows); rolled back."""
     try:
-        with _rolled_back(conn):
+        with conn.transaction(force_rollback=True):
             _set_user(conn, persona, topic)
             rows = conn.execute("select id from realtime.messages where id = any(%s)", (list(ids),)).fetchall()
             return {row[0] for row in rows}

@@ -13,7 +13,7 @@ of them runs, so a pytest without it still works and those fixtures say what to 
 * `chat_db_target` — session: the database policy probes run against: `--chat-db-url`
   (any database with the schema, probes roll back) or else a clone of the template.
 * `chat_world` — per test: users, identities, two threads and messages (see
-  dbtool.world), created in a transaction on `chat_db_target` that is rolled back.
+  dbtool.policy.worlds), created in a transaction on `chat_db_target` that is rolled back.
 * `chat_world_shared` — the same, once per session, for probes that each run in a savepoint
   rolled back at once (the policy suite): one world instead of one per cell.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,9 +32,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbtool import build, local, world
-from dbtool.config import LocalConfig, local_config
-from dbtool.urls import conninfo, is_local
+from dbtool.database import Database
+from dbtool.ops import build
+from dbtool.policy import worlds
+from dbtool.server import local
+from dbtool.server.embedded import Server, running
+from dbtool.urls import is_local
 
 if TYPE_CHECKING:
     from pytest_postgresql.janitor import DatabaseJanitor
@@ -43,30 +45,10 @@ if TYPE_CHECKING:
 TEMPLATE_NAME = "chat_db_template"
 
 
-@dataclass(frozen=True)
-class ChatDatabase:
-    """A database with the chat schema: `url` as the owner role, `admin_url` as the
-    superuser (the same URL when probing a database given with --chat-db-url)."""
-
-    name: str
-    url: str
-    admin_url: str
-    external: bool = False
-
-    def connect(self, *, admin: bool = False, autocommit: bool = True) -> psycopg.Connection[Any]:
-        return psycopg.connect(conninfo(self.admin_url if admin else self.url), autocommit=autocommit)
-
-
-@dataclass(frozen=True)
-class EmbeddedServer:
-    config: LocalConfig
-
-    def database(self, name: str) -> ChatDatabase:
-        return ChatDatabase(
-            name,
-            local.server_url(self.config, local.APP_ROLE, name),
-            local.server_url(self.config, local.ADMIN_ROLE, name),
-        )
+# The names these types had here before dbtool.database and dbtool.server.embedded held them;
+# annotations in application tests keep working.
+ChatDatabase = Database
+EmbeddedServer = Server
 
 
 MISSING_JANITOR = ("chat-db's database fixtures (chat_db_template, chat_db, chat_db_target without --chat-db-url) "
@@ -92,13 +74,7 @@ def _janitor_class() -> type[DatabaseJanitor]:
     return OwnedByPostgres
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _janitor(server: EmbeddedServer, name: str, template: str | None = None,
+def _janitor(server: Server, name: str, template: str | None = None,
              as_template: bool = False) -> DatabaseJanitor:
     cfg = server.config
     return _janitor_class()(
@@ -141,18 +117,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def chat_db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+def chat_db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """An embedded PostgreSQL for this test session (stopped at the end)."""
-    cfg = local_config(home=tmp_path_factory.mktemp("chat-db-server"), port=_free_port(), database="postgres")
-    local.start(cfg)
-    try:
-        yield EmbeddedServer(cfg)
-    finally:
-        local.stop(cfg)
+    with running(tmp_path_factory.mktemp("chat-db-server")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def chat_db_template(chat_db_server: EmbeddedServer) -> ChatDatabase:
+def chat_db_template(chat_db_server: Server) -> Database:
     """The migrated template, built once per session like `dbtool reset` builds a database."""
     # Created as a template from the start (the janitor's as_template); a template still
     # accepts connections, so build.prepare runs in it, and each clone's janitor ends the
@@ -164,7 +136,7 @@ def chat_db_template(chat_db_server: EmbeddedServer) -> ChatDatabase:
 
 
 @contextmanager
-def clone(server: EmbeddedServer, template: ChatDatabase, name: str) -> Iterator[ChatDatabase]:
+def clone(server: Server, template: Database, name: str) -> Iterator[Database]:
     """A clone of the template for as long as the block runs (for module-scoped fixtures)."""
     janitor = _janitor(server, name, template=template.name)
     janitor.init()
@@ -176,22 +148,22 @@ def clone(server: EmbeddedServer, template: ChatDatabase, name: str) -> Iterator
 
 @pytest.fixture
 def chat_db(
-    chat_db_server: EmbeddedServer, chat_db_template: ChatDatabase, request: pytest.FixtureRequest
-) -> Iterator[ChatDatabase]:
+    chat_db_server: Server, chat_db_template: Database, request: pytest.FixtureRequest
+) -> Iterator[Database]:
     """A fresh clone of the template for one test, dropped afterwards."""
     with clone(chat_db_server, chat_db_template, f"chat_db_t{abs(hash(request.node.nodeid)) % 10**10}") as db:
         yield db
 
 
 @pytest.fixture(scope="session")
-def chat_db_target(request: pytest.FixtureRequest) -> Iterator[ChatDatabase]:
+def chat_db_target(request: pytest.FixtureRequest) -> Iterator[Database]:
     """Where policy probes run: --chat-db-url, or a session clone of the template."""
     url = request.config.getoption("--chat-db-url")
     if url:
-        yield ChatDatabase("external", url, url, external=True)
+        yield Database.given(url, "--chat-db-url")
         return
-    server: EmbeddedServer = request.getfixturevalue("chat_db_server")
-    template: ChatDatabase = request.getfixturevalue("chat_db_template")
+    server: Server = request.getfixturevalue("chat_db_server")
+    template: Database = request.getfixturevalue("chat_db_template")
     with clone(server, template, "chat_db_probes") as db:
         yield db
 
@@ -201,29 +173,29 @@ class WorldSession:
     """An open transaction holding a fresh world; probes run in savepoints inside it."""
 
     conn: psycopg.Connection[Any]
-    world: world.World
+    world: worlds.World
 
 
-def _exact(request: pytest.FixtureRequest, target: ChatDatabase) -> bool:
+def _exact(request: pytest.FixtureRequest, target: Database) -> bool:
     exact: bool | None = request.config.getoption("--chat-db-exact")
-    return is_local(target.url) if exact is None else exact
+    return worlds.exact_for(is_local(target.url), exact)
 
 
 @contextmanager
-def _world_session(target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
-    with target.connect(admin=True) as conn, world.rolled_back(conn, exact=_exact(request, target)) as session:
+def _world_session(target: Database, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
+    with target.connect(admin=True) as conn, worlds.rolled_back(conn, exact=_exact(request, target)) as session:
         yield WorldSession(conn, session.world)
 
 
 @pytest.fixture
-def chat_world(chat_db_target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
+def chat_world(chat_db_target: Database, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
     """A fresh world in a transaction that is always rolled back (safe on staging)."""
     with _world_session(chat_db_target, request) as session:
         yield session
 
 
 @pytest.fixture(scope="session")
-def chat_world_shared(chat_db_target: ChatDatabase, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
+def chat_world_shared(chat_db_target: Database, request: pytest.FixtureRequest) -> Iterator[WorldSession]:
     """One world for the session; callers must leave it as they found it (savepoints)."""
     with _world_session(chat_db_target, request) as session:
         yield session

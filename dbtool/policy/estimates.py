@@ -25,10 +25,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbtool import postgrest
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
-from dbtool.world import World, thread_id
+from dbtool.policy.worlds import World, thread_id
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
 
 BUSY = 12  # enough to dominate the statistics of a small table (a test database, the demo)
 
@@ -102,17 +102,14 @@ def planned_counts(conn: psycopg.Connection[Any], persona: Persona, table: str, 
 def compare(conn: psycopg.Connection[Any], world: World, persona: Persona, subject: Subject) -> Outcome:
     """The caller's planned counts for a missing value, the busy value and the most common
     one, after ANALYZE has seen the busy thread; nothing of it stays (savepoint rolled back)."""
-    result = Outcome(False, [])
-    with conn.transaction():
+    with conn.transaction(force_rollback=True):
         tid = make_busy(conn, world)
         analyze(conn, "chat_messages", subject.column)
         values = {"missing": subject.missing(world), subject.label: subject.busy(world, tid)}
         top = most_common(conn, "chat_messages", subject.column)
         if top is not None:
             values["most common"] = top
-        result = planned_counts(conn, persona, "chat_messages", subject.column, values)
-        raise psycopg.Rollback
-    return result
+        return planned_counts(conn, persona, "chat_messages", subject.column, values)
 
 
 def leaks(got: Outcome) -> bool:

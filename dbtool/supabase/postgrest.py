@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbtool.personas import Persona
+from dbtool.supabase.personas import Persona
 
 SEARCH_PATH = '"public", "extensions"'  # Supabase: db-schemas public, db-extra-search-path public, extensions
 
@@ -104,19 +104,11 @@ def request(
         sql.SQL("set_config('request.headers', {}, true)").format(json.dumps(hdrs)),
         sql.SQL("set_config('request.cookies', {}, true)").format("{}"),
     ]
-    with _transaction(conn, commit):
+    with conn.transaction(force_rollback=not commit):
         if read_only:
             conn.execute("set local transaction_read_only = on")
         conn.execute(sql.SQL("select ") + sql.SQL(", ").join(parts))
         yield conn
-
-
-@contextmanager
-def _transaction(conn: psycopg.Connection[Any], commit: bool) -> Iterator[None]:
-    with conn.transaction():
-        yield
-        if not commit:
-            raise psycopg.Rollback
 
 
 def call(

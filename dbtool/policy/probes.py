@@ -1,7 +1,7 @@
 """Every (object x operation) a caller can attempt, run as each persona exactly as Supabase's
 servers would run it (PostgREST requests, Realtime channel checks).
 
-dbtool.contract says what each cell must give (`dbtool verify` and the policy suite check
+dbtool.policy.contract says what each cell must give (`dbtool verify` and the policy suite check
 it); `dbtool audit` runs the same probes to measure the effective access matrix. Probes run
 in savepoints of the world's transaction and never leave anything behind.
 """
@@ -14,10 +14,12 @@ from typing import Any
 
 import psycopg
 
-from dbtool import estimates, limits, personas, postgrest, realtime
-from dbtool.personas import Persona
-from dbtool.postgrest import Outcome
-from dbtool.world import Member, World, thread_id
+from dbtool.ops import limits
+from dbtool.policy import estimates
+from dbtool.policy.worlds import Member, World, thread_id
+from dbtool.supabase import personas, postgrest, realtime
+from dbtool.supabase.personas import Persona
+from dbtool.supabase.postgrest import Outcome
 
 PERSONAS = ("anon", "no_sub", "outsider", "participant_a", "participant_b", "custom_role", "service_role",
             # guest links (DESIGN §8): the host of a link and the guests of world.guests

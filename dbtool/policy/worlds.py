@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from dbtool import personas
-from dbtool.personas import Persona
+from dbtool.supabase import personas
+from dbtool.supabase.personas import Persona
 
 
 @dataclass(frozen=True)
@@ -293,12 +293,18 @@ class Session:
     isolated: list[str]
 
 
+def exact_for(local: bool, exact: bool | None) -> bool:
+    """Whether to keep the chat sequences still (`--exact/--no-exact`, the plugin's
+    --chat-db-exact): as asked, or when nobody asked, only for a database on this machine,
+    since it pauses the application's message inserts until the run ends."""
+    return local if exact is None else exact
+
+
 @contextmanager
 def rolled_back(conn: psycopg.Connection[Any], *, exact: bool) -> Iterator[Session]:
     """Create a world in a transaction on `conn` (autocommit) that is always rolled back,
     whatever the block does; `exact` also keeps the chat sequences still (see
     isolate_sequences). Probes run in savepoints inside it."""
-    with conn.transaction():
+    with conn.transaction(force_rollback=True):
         isolated = isolate_sequences(conn) if exact else []
         yield Session(create(conn), isolated)
-        raise psycopg.Rollback

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from dbtool import paths
 from dbtool.errors import ConfigError, SupabaseDetected
+
+if TYPE_CHECKING:  # dbtool.database imports the server, which imports this module
+    from dbtool.database import Database
 
 ROLES_FILE = "00_roles.sql"
 STATE_KEY = "standin_sha256"
@@ -182,3 +186,9 @@ def install(conn: psycopg.Connection) -> Installed:
             "grant mistakes that Supabase would reject may pass here"
         )
     return Installed(wanted, already, created, _inventory(conn), notes)
+
+
+def install_in(db: Database) -> Installed:
+    """`dbtool standin install`: `install` as the database's superuser."""
+    with db.connect(admin=True) as conn:
+        return install(conn)

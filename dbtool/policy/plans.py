@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbtool import postgrest
-from dbtool.personas import Persona
+from dbtool.supabase import postgrest
+from dbtool.supabase.personas import Persona
 
 EXPRESSION_KEYS = ("Filter", "Index Cond", "Recheck Cond", "Join Filter", "One-Time Filter", "Hash Cond")
 

@@ -1,7 +1,7 @@
 """The effective access matrix: probes run as callers, one cell each, and its renderings.
 
 Both `dbtool audit` (any callers, measured only) and `dbtool verify` (the standard personas,
-each cell judged by dbtool.contract) run the probes through `probe_all`.
+each cell judged by dbtool.policy.contract) run the probes through `probe_all`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import psycopg
 
-from dbtool import estimates
-from dbtool.postgrest import Outcome
-from dbtool.probes import ALL_PROBES, Caller, Probe
+from dbtool.policy import estimates
+from dbtool.policy.probes import ALL_PROBES, Caller, Probe
+from dbtool.policy.worlds import World
 from dbtool.render import markdown, table
-from dbtool.world import World
+from dbtool.supabase.postgrest import Outcome
 
 REFUSALS = {"permission denied": "no grant", "new row violates row-level security": "RLS"}
 LEGEND = ("ok N rows / ok N changed = allowed; SQLSTATE + reason = refused (no grant: no privilege; "

@@ -11,25 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from dbtool import build, paths, seed, standin
+from dbtool import paths
+from dbtool.database import Database
 from dbtool.errors import DbtoolError
-from dbtool.target import Target
-from dbtool.urls import conninfo, database_name
+from dbtool.ops import build, seed, standin
+from dbtool.progress import Progress, quiet
+from dbtool.urls import database_name
 
 FINGERPRINT_KEY = "schema_fingerprint"
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def schema_fingerprint() -> str:
@@ -162,8 +157,8 @@ def wipe(conn: psycopg.Connection, plan: dict[str, Any], large: bool) -> str:
     return "truncate" if large else "delete"
 
 
-def reset(target: Target, *, full: bool = False, force: bool = False, with_seed: bool = True,
-          progress: Progress = _quiet) -> ResetResult:
+def reset(target: Database, *, full: bool = False, force: bool = False, with_seed: bool = True,
+          progress: Progress = quiet) -> ResetResult:
     """Bring the target database to a clean, migrated (and seeded) state."""
     target.require_local(force, "reset")
     began = time.monotonic()
@@ -171,7 +166,7 @@ def reset(target: Target, *, full: bool = False, force: bool = False, with_seed:
     reason: str | None = "--full" if full else None
     if not full:
         try:
-            conn = psycopg.connect(conninfo(target.admin_url), autocommit=True)
+            conn = target.connect(admin=True)
         except psycopg.OperationalError as exc:
             if "does not exist" not in str(exc):
                 raise
@@ -191,7 +186,7 @@ def reset(target: Target, *, full: bool = False, force: bool = False, with_seed:
     progress(f"rebuilding {database_name(target.url)}: {reason}")
     _refuse_supabase(target)
     built = build.rebuild(target.admin_url, target.url, progress)
-    with psycopg.connect(conninfo(target.admin_url), autocommit=True) as conn, conn.transaction():
+    with target.connect(admin=True) as conn, conn.transaction():
         conn.cursor().executemany(
             "insert into _dbtool.state (key, value) values (%s, %s) "
             "on conflict (key) do update set value = excluded.value, updated_at = now()",
@@ -211,10 +206,10 @@ def _seed(conn: psycopg.Connection) -> seed.DemoData:
     return demo
 
 
-def _refuse_supabase(target: Target) -> None:
+def _refuse_supabase(target: Database) -> None:
     """Never drop a database that holds Supabase's own schemas (checked before dropping)."""
     try:
-        with psycopg.connect(conninfo(target.admin_url), autocommit=True) as conn:
+        with target.connect(admin=True) as conn:
             standin.check_not_supabase(conn)
     except psycopg.OperationalError as exc:
         if "does not exist" not in str(exc):

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from dbtool import migrate
 from dbtool.errors import DbtoolError
+from dbtool.ops import migrate
 
 MIGRATIONS_DIR = Path("supabase") / "migrations"
 CREATE_DATE = re.compile(r"^Create Date:\s*(\S+)", re.M)
