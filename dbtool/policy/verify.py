@@ -140,12 +140,12 @@ def junit(report: Report) -> ET.Element:
     })
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="database", value=report.database)
-    coverage = ET.SubElement(suite, "testcase", classname="dbtool.contract", name=COVERAGE, time="0")
+    coverage = ET.SubElement(suite, "testcase", classname="dbtool.policy.contract", name=COVERAGE, time="0")
     if report.other_failures:
         ET.SubElement(coverage, "failure", message=report.other_failures[0]).text = "\n".join(report.other_failures)
     seconds: Sequence[float] = report.cell_seconds or [0.0] * len(report.cells)
     for cell, took in zip(report.cells, seconds, strict=True):
-        case = ET.SubElement(suite, "testcase", classname="dbtool.verify", name=cell.key, time=f"{took:.3f}")
+        case = ET.SubElement(suite, "testcase", classname="dbtool.policy.verify", name=cell.key, time=f"{took:.3f}")
         if cell.failure is not None:
             ET.SubElement(case, "failure", message=cell.failure).text = (
                 f"{cell.key}\n{cell.failure}\nmeasured: {cell.result}")

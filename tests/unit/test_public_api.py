@@ -24,6 +24,15 @@ def test_old_import_paths_still_work() -> None:
     assert personas.user("alice", "a11ce000-0000-4000-8000-000000000001").sub == "a11ce000-0000-4000-8000-000000000001"
 
 
+def test_old_module_paths_are_the_same_modules() -> None:
+    import dbtool.postgrest
+    from dbtool.personas import Persona
+
+    assert dbtool.postgrest is importlib.import_module("dbtool.supabase.postgrest")
+    assert Persona is dbtool.supabase.Persona
+    assert importlib.import_module("dbtool.realtime") is importlib.import_module("dbtool.supabase.realtime")
+
+
 def test_unknown_names_are_still_errors() -> None:
     with pytest.raises(AttributeError, match="no attribute 'world'"):
         dbtool.world  # noqa: B018
