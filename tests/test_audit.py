@@ -102,6 +102,10 @@ PLANTED = [
                                   "grant select on public.all_messages to authenticated",
                                   "revoke all on public.all_messages from anon"],
      [("view_bypasses_rls", "error", "public.all_messages")]),
+    ("owner's-rights view in a private schema (as 0009's)", ["create view chat_private.all_messages as select * from "
+                                                               "public.chat_messages",
+                                                               "grant select on chat_private.all_messages to authenticated"],
+     []),
     ("materialized view over protected rows", ["create materialized view public.recent as select * from public.chat_messages",
                                                "revoke all on public.recent from anon, authenticated"],
      [("view_bypasses_rls", "warn", "public.recent")]),

@@ -436,6 +436,9 @@ def api_privileges_on_owned_objects(conn: psycopg.Connection[Any], cfg: AuditCon
 
 @check
 def view_bypasses_rls(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[Finding]:
+    # Views PostgREST serves, as Supabase's linter (0010) reads them: a view in a private schema
+    # is reached only through the SQL of objects that are audited themselves, as definer
+    # functions there are (definer_executable_by_api).
     rows = _rows(conn, """
         select format('%%I.%%I', n.nspname, v.relname) as name, v.relkind,
                exists (select from unnest(array['anon', 'authenticated']) r
@@ -446,7 +449,7 @@ def view_bypasses_rls(conn: psycopg.Connection[Any], cfg: AuditConfig) -> list[F
         join pg_catalog.pg_depend d on d.objid = w.oid and d.classid = 'pg_rewrite'::regclass and d.deptype = 'n'
         join pg_catalog.pg_class t on t.oid = d.refobjid and t.oid <> v.oid and t.relrowsecurity
         join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace
-        where v.relkind in ('v', 'm') and n.nspname = any(%(scope)s) and not n.nspname = any(%(internal)s)
+        where v.relkind in ('v', 'm') and n.nspname = any(%(exposed)s) and not n.nspname = any(%(internal)s)
           and (v.relkind = 'm' or not coalesce(v.reloptions::text[] && array['security_invoker=true',
                'security_invoker=on', 'security_invoker=1', 'security_invoker=yes'], false))
         group by v.oid, n.nspname, v.relname, v.relkind order by 1

@@ -15,9 +15,10 @@ EXCLUSIVE. So `clear` keeps every scan outside the lock:
    a stand-in first, the same index without the predicate, built CONCURRENTLY: with NULLs
    distinct it enforces exactly the same uniqueness, and ON CONFLICT infers it;
 2. one short transaction (lock_timeout: fail fast rather than queue the application) drops
-   the policies that use the columns, their CHECK constraints and those partial indexes,
-   alters each column to its own type, and recreates the policies as they were (comments
-   included) and the constraints NOT VALID;
+   the policies, triggers and views that use the columns (and the policies that read those
+   views), their CHECK constraints and those partial indexes, alters each column to its own
+   type, and recreates them as they were (comments and grants included), the constraints
+   NOT VALID;
 3. after the commit the partial indexes are built again CONCURRENTLY under their own names,
    the stand-ins dropped, and each constraint validated under SHARE UPDATE EXCLUSIVE: reads
    and writes go on. A stand-in carries its original's definition as its comment, so a run
@@ -80,7 +81,8 @@ POLICIES = """
     from pg_catalog.pg_depend d join pg_catalog.pg_policy p on p.oid = d.objid
     where d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
       and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      and (d.refobjid, d.refobjsubid) in (select * from unnest(%(relids)s::oid[], %(attnums)s::int2[]))
+      and ((d.refobjid, d.refobjsubid) in (select * from unnest(%(relids)s::oid[], %(attnums)s::int2[]))
+           or d.refobjid = any(%(views)s::oid[]))
     order by 2, 3
 """
 
@@ -94,6 +96,28 @@ TRIGGERS = """
       and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
       and (d.refobjid, d.refobjsubid) in (select * from unnest(%(relids)s::oid[], %(attnums)s::int2[]))
     order by 2, 3
+"""
+
+# Views that read a column (ALTER COLUMN TYPE refuses them): dropped and recreated as they were,
+# with the policies that read them (a policy may read a view without reading the column).
+VIEWS = """
+    select distinct v.oid, pg_catalog.format('%%I.%%I', n.nspname, v.relname) as name,
+           pg_catalog.pg_get_viewdef(v.oid) as definition, v.reloptions as options,
+           pg_catalog.pg_get_userbyid(v.relowner) as owner,
+           pg_catalog.obj_description(v.oid, 'pg_class') as comment,
+           array(select pg_catalog.format('grant %%s on table %%I.%%I to %%s%%s', a.privilege_type, n.nspname,
+                                          v.relname,
+                                          case a.grantee when 0 then 'public'
+                                               else pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end,
+                                          case when a.is_grantable then ' with grant option' else '' end)
+                 from pg_catalog.aclexplode(v.relacl) with ordinality a
+                 where a.grantee <> v.relowner order by a.ordinality) as grants
+    from pg_catalog.pg_depend d join pg_catalog.pg_rewrite w on w.oid = d.objid
+    join pg_catalog.pg_class v on v.oid = w.ev_class join pg_catalog.pg_namespace n on n.oid = v.relnamespace
+    where d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and v.relkind = 'v'
+      and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      and (d.refobjid, d.refobjsubid) in (select * from unnest(%(relids)s::oid[], %(attnums)s::int2[]))
+    order by 2
 """
 
 CHECKS = """
@@ -327,6 +351,24 @@ def _policy_sql(p: dict[str, Any]) -> list[str]:
     return out
 
 
+def _view_sql(v: dict[str, Any]) -> list[str]:
+    """The view as it was: definition, options, owner, comment and exactly its grants (a
+    new relation may get default privileges; they are taken back first)."""
+    options = f" with ({', '.join(v['options'])})" if v["options"] else ""
+    out = [f"create view {v['name']}{options} as {v['definition'].rstrip().rstrip(';')}",
+           f"alter view {v['name']} owner to {sql.Identifier(v['owner']).as_string(None)}",
+           f"revoke all on table {v['name']} from public"]
+    out.append(
+        "do $$ declare r record; begin for r in select distinct a.grantee from pg_catalog.pg_class c, "
+        f"pg_catalog.aclexplode(c.relacl) a where c.oid = {_literal(v['name'])}::pg_catalog.regclass "
+        "and a.grantee not in (0, c.relowner) loop execute pg_catalog.format('revoke all on table %s from %I', "
+        f"{_literal(v['name'])}, pg_catalog.pg_get_userbyid(r.grantee)); end loop; end $$")
+    out += list(v["grants"])
+    if v["comment"] is not None:
+        out.append(f"comment on view {v['name']} is {_literal(v['comment'])}")
+    return out
+
+
 def _by_table(items: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     for item in items:
@@ -340,7 +382,8 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
         conn.execute("set local search_path = ''")
         columns = _rows(conn, STALE, {"tables": TABLES})
         keys = {"relids": [c["attrelid"] for c in columns], "attnums": [c["attnum"] for c in columns]}
-        policies = _rows(conn, POLICIES, keys) if columns else []
+        views = _rows(conn, VIEWS, keys) if columns else []
+        policies = _rows(conn, POLICIES, {**keys, "views": [v["oid"] for v in views]}) if columns else []
         triggers = _rows(conn, TRIGGERS, keys) if columns else []
         checks = _rows(conn, CHECKS, keys) if columns else []
         partial = _rows(conn, PARTIAL_INDEXES, {**keys, "suffix": STAND_IN}) if columns else []
@@ -350,6 +393,7 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
         unfinished = _unfinished(conn, {swap.stand_in for swap in swaps})
     statements = [f"drop policy {p['name']} on {p['table']}" for p in policies]
     statements += [f"drop trigger {t['name']} on {t['table']}" for t in triggers]
+    statements += [f"drop view {v['name']}" for v in views]
     for table, items in _by_table(checks).items():
         statements.append(f"alter table {table} " + ", ".join(f"drop constraint {k['name']}" for k in items))
     statements += [f"drop index {swap.index}" for swap in swaps]
@@ -363,6 +407,8 @@ def plan(conn: psycopg.Connection[Any]) -> Plan:
             for k in items))
         statements += [f"comment on constraint {k['name']} on {table} is {_literal(k['comment'])}"
                        for k in items if k["comment"] is not None]
+    for v in views:
+        statements += _view_sql(v)
     for p in policies:
         statements += _policy_sql(p)
     for t in triggers:

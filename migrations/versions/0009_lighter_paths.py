@@ -8,13 +8,14 @@ Why the shapes below (DBA notes, DESIGN §7 and §9; behaviour is unchanged):
 * The messages policy read the caller's thread ids from chat_threads as the caller, so
   chat_threads' own select policy was applied again inside it: six evaluations of
   auth.uid() (each parses the JWT claims) and the membership test twice, per statement.
-  chat_private.caller_thread_ids() (SECURITY DEFINER: the owner reads chat_threads
-  without its policy) applies the same membership rule as
-  chat_threads__select_participants, one index range scan per participant column, and
-  reads auth.uid() once; the policy calls it once per statement, as before (InitPlan), so
-  a page still walks the history index. Measured in instructions per history page request
-  (callgrind, 1M messages): about 750k -> 610k, the owner's 475k. A function, not a view:
-  `dbtool clear-stats` alters the columns it reads, which a view's dependency would block.
+  chat_private.caller_threads is a view (owner's rights: the owner reads chat_threads
+  without its policy) with the same membership rule as chat_threads__select_participants,
+  one index range scan per participant column and auth.uid() read once; the policy reads
+  it once per statement, as before (InitPlan), so a page still walks the history index.
+  Measured in instructions per history page request (callgrind, 1M messages): about
+  750k -> 600k, the owner's 475k. The view is in chat_private (not exposed by PostgREST)
+  and shows only the caller's own thread ids, which chat_threads already shows them.
+  `dbtool clear-stats` drops and recreates it (and the policy) around the columns it alters.
 * mark_chat_read / mark_chat_delivered / chat_inbox were SQL wrappers with a SET clause:
   never inlined, their query was planned again on every call. They are PL/pgSQL
   wrappers now (plans cached per session), still SECURITY INVOKER with search_path ''.
@@ -37,31 +38,24 @@ depends_on = None
 
 # Frozen with this revision: a later fix is a new revision, never an edit here.
 UPGRADE = r"""
--- The caller's thread ids (a guest's only while the session is active), read with the
--- owner's rights so that chat_threads' policy is not applied a second time. PL/pgSQL keeps
--- its plan per session; the policy calls it once per statement.
-create function chat_private.caller_thread_ids() returns text[]
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
-declare
-  caller uuid := auth.uid();
-begin
-  return array(
-    select a.thread_id from public.chat_threads a where a.user_a_supabase_id = caller
+-- The caller's thread ids (a guest's only while the session is active). A view runs with its
+-- owner's rights, so chat_threads' own policy is not applied a second time; it is inlined
+-- into the query that reads it, so there is no function call. auth.uid() is read once, in
+-- `me` (written inside each branch it costs more).
+create view chat_private.caller_threads as
+  select t.thread_id
+  from (select auth.uid() as uid offset 0) me
+  cross join lateral (
+    select a.thread_id from public.chat_threads a where a.user_a_supabase_id = me.uid
     union all
-    select b.thread_id from public.chat_threads b where b.user_b_supabase_id = caller
+    select b.thread_id from public.chat_threads b where b.user_b_supabase_id = me.uid
     union all
     select g.thread_id from public.chat_threads g
-    where g.guest_supabase_id = caller and g.guest_ended_at is null and g.guest_expires_at > now());
-end
-$$;
-comment on function chat_private.caller_thread_ids() is
-  'The caller''s thread ids (auth.uid()), as chat_threads__select_participants admits them; for the messages policy';
-revoke all on function chat_private.caller_thread_ids() from public, anon, authenticated, service_role;
-grant execute on function chat_private.caller_thread_ids() to authenticated;
+    where g.guest_supabase_id = me.uid and g.guest_ended_at is null and g.guest_expires_at > now()) t;
+comment on view chat_private.caller_threads is
+  'The caller''s thread ids (auth.uid()), as chat_threads__select_participants admits them; read by the messages policy';
+revoke all on table chat_private.caller_threads from public, anon, authenticated, service_role;
+grant select on table chat_private.caller_threads to authenticated;
 
 create or replace function chat_private.chat_mark_receipt(_thread_id text, _up_to_id bigint, _read boolean)
 returns table (thread_id text, delivered_up_to bigint, read_up_to bigint)
@@ -235,7 +229,7 @@ $$;
 
 -- Policy DDL last (on hosted Supabase it locks auth.users until commit).
 alter policy chat_messages__select_participants on public.chat_messages
-  using (thread_id = any ((select chat_private.caller_thread_ids())::text[]));
+  using (thread_id = any (array(select c.thread_id from chat_private.caller_threads c)));
 comment on policy chat_messages__select_participants on public.chat_messages is
   'Participants may read their threads'' messages, a guest while active (thread ids computed once per statement)';
 """
@@ -248,7 +242,7 @@ alter policy chat_messages__select_participants on public.chat_messages
        or (t.guest_supabase_id = (select auth.uid()) and t.guest_ended_at is null and t.guest_expires_at > now()))));
 comment on policy chat_messages__select_participants on public.chat_messages is
   'Participants may read their threads'' messages, a guest while active (thread ids computed once per statement)';
-drop function chat_private.caller_thread_ids();
+drop view chat_private.caller_threads;
 
 create or replace function public.chat_inbox(
   _limit integer default 30,
