@@ -42,38 +42,43 @@ select t.thread_id,
        'inbox message ' || g, timestamptz '2025-10-03' + make_interval(secs => (abs(hashtext(t.thread_id)) %% 7000000) + g * 60)
 from public.chat_threads t cross join generate_series(1, 6) g
 where %(uid)s::uuid in (t.user_a_supabase_id, t.user_b_supabase_id);
-update public.chat_threads t set (last_message_id, last_message_at) = (
-  select m.id, m.created_at from public.chat_messages m where m.thread_id = t.thread_id
-  order by m.created_at desc, m.id desc limit 1)
+insert into chat_private.chat_thread_activity (thread_id, user_a_supabase_id, user_b_supabase_id, activity_at,
+                                               last_message_id)
+select t.thread_id, t.user_a_supabase_id, t.user_b_supabase_id, l.created_at, l.id
+from public.chat_threads t
+cross join lateral (select m.id, m.created_at from public.chat_messages m where m.thread_id = t.thread_id
+                    order by m.created_at desc, m.id desc limit 1) l
 where %(uid)s::uuid in (t.user_a_supabase_id, t.user_b_supabase_id);
 insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to)
-select t.thread_id, p.uid, t.last_message_id, r.id
-from public.chat_threads t
-cross join lateral (values (t.user_a_supabase_id), (t.user_b_supabase_id)) p(uid)
-cross join lateral (select m.id from public.chat_messages m where m.thread_id = t.thread_id
-                    order by m.id desc offset abs(hashtext(t.thread_id || p.uid::text)) %% 4 limit 1) r
-where %(uid)s::uuid in (t.user_a_supabase_id, t.user_b_supabase_id);
+select a.thread_id, p.uid, a.last_message_id, r.id
+from chat_private.chat_thread_activity a
+cross join lateral (values (a.user_a_supabase_id), (a.user_b_supabase_id)) p(uid)
+cross join lateral (select m.id from public.chat_messages m where m.thread_id = a.thread_id
+                    order by m.id desc offset abs(hashtext(a.thread_id || p.uid::text)) %% 4 limit 1) r
+where %(uid)s::uuid in (a.user_a_supabase_id, a.user_b_supabase_id);
 """
 
 # The best hand-written query for the same rows, as the owner: the same merge of three
 # index range scans and per-row lookups, with the caller's id inlined.
 INBOX_BY_HAND = """
 WITH page AS (
-  (SELECT t.* FROM public.chat_threads t WHERE t.user_a_supabase_id = :uid::uuid AND t.user_a_mongo_id = :mongo
-   ORDER BY t.activity_at DESC, t.thread_id DESC LIMIT 30)
+  (SELECT a.thread_id, a.activity_at, a.last_message_id FROM chat_private.chat_thread_activity a
+   WHERE a.user_a_supabase_id = :uid::uuid ORDER BY a.activity_at DESC, a.thread_id DESC LIMIT 30)
   UNION ALL
-  (SELECT t.* FROM public.chat_threads t WHERE t.user_b_supabase_id = :uid::uuid AND t.user_b_mongo_id = :mongo
-   ORDER BY t.activity_at DESC, t.thread_id DESC LIMIT 30)
+  (SELECT a.thread_id, a.activity_at, a.last_message_id FROM chat_private.chat_thread_activity a
+   WHERE a.user_b_supabase_id = :uid::uuid ORDER BY a.activity_at DESC, a.thread_id DESC LIMIT 30)
   UNION ALL
-  (SELECT t.* FROM public.chat_threads t WHERE t.guest_supabase_id = :uid::uuid AND t.guest_ended_at IS NULL
-     AND t.guest_expires_at > now() ORDER BY t.activity_at DESC, t.thread_id DESC LIMIT 30)
+  (SELECT a.thread_id, a.activity_at, a.last_message_id FROM chat_private.chat_thread_activity a
+   JOIN public.chat_threads g ON g.thread_id = a.thread_id WHERE a.guest_supabase_id = :uid::uuid
+     AND g.guest_ended_at IS NULL AND g.guest_expires_at > now() ORDER BY a.activity_at DESC, a.thread_id DESC LIMIT 30)
   ORDER BY activity_at DESC, thread_id DESC LIMIT 30)
-SELECT p.thread_id, p.kind, CASE WHEN p.user_a_supabase_id = :uid::uuid THEN p.user_b_mongo_id ELSE p.user_a_mongo_id END,
-       p.last_message_id, m.sender_supabase_id, p.last_message_at, left(m.body, 200), p.activity_at,
+SELECT p.thread_id, t.kind, CASE WHEN t.user_a_supabase_id = :uid::uuid THEN t.user_b_mongo_id ELSE t.user_a_mongo_id END,
+       p.last_message_id, m.sender_supabase_id, m.created_at, left(m.body, 200), p.activity_at,
        (SELECT count(*)::integer FROM public.chat_messages u WHERE u.thread_id = p.thread_id
           AND u.id > coalesce(mine.read_up_to, 0) AND u.sender_supabase_id <> :uid::uuid),
        other.delivered_up_to, other.read_up_to
 FROM page p
+JOIN public.chat_threads t ON t.thread_id = p.thread_id
 LEFT JOIN public.chat_messages m ON m.id = p.last_message_id
 LEFT JOIN public.chat_receipts mine ON mine.thread_id = p.thread_id AND mine.supabase_user_id = :uid::uuid
 LEFT JOIN public.chat_receipts other ON other.thread_id = p.thread_id AND other.supabase_user_id <> :uid::uuid
@@ -113,7 +118,8 @@ def _inbox_users(data: Dataset) -> dict[int, str]:
                     conn.execute(statement, {"uid": uid, "email": f"inbox{threads}@bench.invalid",
                                              "mongo": f"8{n:023x}", "threads": threads})
     with data.db.connect(admin=True) as conn:
-        conn.execute("vacuum (analyze) public.chat_threads, public.chat_messages, public.chat_receipts")
+        conn.execute("vacuum (analyze) public.chat_threads, public.chat_messages, public.chat_receipts, "
+                     "chat_private.chat_thread_activity")
     return users
 
 

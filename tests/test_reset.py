@@ -48,7 +48,8 @@ def test_first_reset_builds_then_repeats_are_fast_and_keep_the_database(target: 
     second = reset.reset(target)
     assert (second.mode, second.reason, second.wipe_method) == ("fast", "stand-in and migrations unchanged", "delete")
     assert database_oid(target) == oid
-    assert second.wiped == ["chat_private.chat_rate_limit_buckets", "public.chat_rate_limits", "realtime.messages",
+    assert second.wiped == ["chat_private.chat_rate_limit_buckets", "chat_private.chat_thread_activity",
+                            "public.chat_rate_limits", "realtime.messages",
                             "public.chat_receipts", "public.chat_messages", "public.chat_threads", "public.chat_links",
                             "public.chat_identities", "auth.users"]
     with psycopg.connect(target.admin_url) as conn:

@@ -98,9 +98,12 @@ def test_load_gives_threads_their_last_message_and_realistic_receipts(chat_db: D
     with chat_db.connect(admin=True) as conn:
         seed.load(conn, users=60, threads=200, messages=20_000, seed=3)
         stale = conn.execute(
-            "select count(*) from public.chat_threads t left join lateral (select m.id, m.created_at "
+            "select count(*) from public.chat_threads t "
+            "left join chat_private.chat_thread_activity a on a.thread_id = t.thread_id "
+            "left join lateral (select m.id, m.created_at "
             "from public.chat_messages m where m.thread_id = t.thread_id order by m.created_at desc, m.id desc limit 1) m "
-            "on true where (t.last_message_id, t.last_message_at) is distinct from (m.id, m.created_at)").fetchone()
+            "on true where (a.last_message_id, a.activity_at) is distinct from (m.id, coalesce(m.created_at, t.created_at))"
+        ).fetchone()
         unread = [r[0] for r in conn.execute(
             """
             select count(m.id) from public.chat_threads t
@@ -184,3 +187,20 @@ def test_cli_seed(chat_db: Database) -> None:
     assert "messages" in load.stderr  # the progress bar
     remote = runner.invoke(cli, ["seed", "--profile", "load", "--database-url", "postgresql://u:p@db.example.com/x"])
     assert remote.exit_code == 1 and "refusing to seed" in remote.output
+
+
+def test_demo_without_triggers_still_fills_the_inbox(chat_db: Database) -> None:
+    """`dbtool reset` seeds the demo with triggers off (session_replication_role = replica):
+    the seed writes the threads' activity rows itself, so alice's inbox lists both threads
+    with their last messages."""
+    with chat_db.connect(admin=True) as conn:
+        with conn.transaction():
+            conn.execute("set local session_replication_role = replica")
+            seed.demo(conn)
+        last = dict(conn.execute(
+            "select distinct on (thread_id) thread_id, id from public.chat_messages where thread_id = any(%s) "
+            "order by thread_id, created_at desc, id desc", ([seed.DEMO_THREAD, seed.GUEST_THREAD],)).fetchall())
+        rows = postgrest.call(conn, personas.user(seed.ALICE.name, seed.ALICE.uid), "chat_inbox", {},
+                              volatile=False).rows
+    assert [(r["thread_id"], r["last_message_id"]) for r in rows] == [
+        (seed.GUEST_THREAD, last[seed.GUEST_THREAD]), (seed.DEMO_THREAD, last[seed.DEMO_THREAD])]

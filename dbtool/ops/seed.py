@@ -164,6 +164,7 @@ def demo(conn: psycopg.Connection) -> DemoData:
             (BOB.uid, DEMO_THREAD, BOB_READ_UP_TO),
         )
         links = _demo_links(cur)
+        cur.execute(THREAD_ACTIVITY, {"threads": [DEMO_THREAD, GUEST_THREAD]})
     return DemoData([*people, DAVE], DEMO_THREAD, len(CONVERSATION), CAROL.name, links)
 
 
@@ -263,23 +264,34 @@ def _detach(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
     return restore, [n for n, _, _ in constraints] + [n for n, _ in indexes]
 
 
+# The activity rows of these threads, from their data (what chat_threads__activity and
+# chat_messages__touch_thread keep live; seeding may run with triggers off).
+THREAD_ACTIVITY = """
+    insert into chat_private.chat_thread_activity as a (thread_id, user_a_supabase_id, user_b_supabase_id,
+                                                        guest_supabase_id, activity_at, last_message_id)
+    select t.thread_id, t.user_a_supabase_id, t.user_b_supabase_id, t.guest_supabase_id,
+           coalesce(l.created_at, t.created_at), l.id
+    from public.chat_threads t
+    left join lateral (select m.id, m.created_at from public.chat_messages m
+                       where m.thread_id = t.thread_id order by m.created_at desc, m.id desc limit 1) l on true
+    where t.thread_id = any(%(threads)s)
+    on conflict (thread_id) do update set activity_at = excluded.activity_at, last_message_id = excluded.last_message_id
+"""
+
+
 def _inbox_state(conn: psycopg.Connection, threads: list[str]) -> None:
-    """Each loaded thread's last message (what chat_messages__touch_thread keeps live), and
+    """Each loaded thread's activity row with its last message (what chat_threads__activity
+    and chat_messages__touch_thread keep live), and
     receipts: per participant, a hash of the thread picks how far they read (all, or the k
     newest messages left unread, k < 12) and one in eight never opened the thread (no receipt:
     everything from the other party is unread); delivered is the newest message."""
-    conn.execute(
-        """
-        update public.chat_threads t set (last_message_id, last_message_at) = (
-          select m.id, m.created_at from public.chat_messages m
-          where m.thread_id = t.thread_id order by m.created_at desc, m.id desc limit 1)
-        where t.thread_id = any(%(threads)s)
-        """, {"threads": threads})
+    conn.execute(THREAD_ACTIVITY, {"threads": threads})
     conn.execute(
         """
         insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to, delivered_at, read_at)
-        select t.thread_id, p.uid, greatest(t.last_message_id, r.id), r.id, t.last_message_at, t.last_message_at
+        select t.thread_id, p.uid, greatest(a.last_message_id, r.id), r.id, a.activity_at, a.activity_at
         from public.chat_threads t
+        join chat_private.chat_thread_activity a on a.thread_id = t.thread_id
         cross join lateral (values (t.user_a_supabase_id, abs(hashtext(t.thread_id || 'a'))),
                                    (t.user_b_supabase_id, abs(hashtext(t.thread_id || 'b')))) p(uid, h)
         cross join lateral (select m.id from public.chat_messages m where m.thread_id = t.thread_id
@@ -319,6 +331,7 @@ def load(
         conn.execute("set local max_parallel_maintenance_workers = 2")
         conn.execute("alter table public.chat_messages disable trigger chat_messages__broadcast")
         conn.execute("alter table public.chat_messages disable trigger chat_messages__touch_thread")
+        conn.execute("alter table public.chat_threads disable trigger chat_threads__activity")
         restore, _ = _detach(conn)
         first_id = conn.execute("select coalesce(max(id), 0) + 1 from public.chat_messages").fetchone()[0]  # type: ignore[index]
         with conn.cursor() as cur:
@@ -350,11 +363,12 @@ def load(
         conn.execute("select setval(pg_get_serial_sequence('public.chat_messages', 'id'), "
                      "greatest((select max(id) from public.chat_messages), 1))")
         _inbox_state(conn, [p[0] for p in pairs])
+        conn.execute("alter table public.chat_threads enable trigger chat_threads__activity")
         conn.execute("alter table public.chat_messages enable trigger chat_messages__touch_thread")
         conn.execute("alter table public.chat_messages enable trigger chat_messages__broadcast")
     indexed = time.monotonic()
     conn.execute("analyze public.chat_identities, public.chat_threads, public.chat_messages, public.chat_receipts, "
-                 "auth.users")
+                 "chat_private.chat_thread_activity, auth.users")
     return LoadResult(users, threads, messages, seed, time.monotonic() - began, copied - began, indexed - copied)
 
 

@@ -1,0 +1,358 @@
+"""the inbox's order off the thread row: chat_private.chat_thread_activity
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-01
+
+Why the shapes below (DBA notes, DESIGN §7 and §9; chat_inbox answers the same rows):
+* 0008 kept each thread's last message on its chat_threads row: every message updated that
+  row. PostgreSQL checks every CHECK constraint of a row it updates, and prepares each
+  constraint's expression again for every statement; chat_threads carries four (the pair
+  order, the derived id, the guest name and the thread kind), and its stored generated
+  activity_at is prepared the same way. Measured in instructions per send (callgrind, 1M
+  messages): the thread update cost about 430k of a 1.9M send.
+* The activity now lives in chat_private.chat_thread_activity, one row per thread with no
+  CHECK and no generated column: activity_at (the newest message's time, else the thread's
+  creation) and last_message_id, written by the same trigger (chat_messages__touch_thread,
+  monotonic on (activity_at, id), so concurrent sends in either order end on the newest).
+  About 200k per send. chat_threads is written once per thread again, so the tables the
+  policies read no longer churn.
+* The inbox's first page is still a merge of at most three index range scans that stops
+  after _limit rows, whatever the user's thread count: the activity row carries copies of
+  the participants' Supabase ids (kept by a trigger on chat_threads, which end users never
+  write; a deleted guest's id goes to null through the foreign key, which fires it) and
+  one index per participant column, (participant, activity_at, thread_id). chat_threads
+  gets back 0001's participant indexes (membership lookups, the identity foreign keys).
+* The table is in chat_private, which PostgREST does not expose: no privilege for any API
+  role; chat_inbox_rows (SECURITY DEFINER) and the triggers read and write it.
+* chat_threads loses last_message_id, last_message_at and activity_at (0008, never
+  released); chat_inbox returns them as before (last_message_at from the message row).
+* No policy changes: no lock on auth.users (DESIGN §2). The backfill reads each thread once.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+# Frozen with this revision: a later fix is a new revision, never an edit here.
+UPGRADE = r"""
+create table chat_private.chat_thread_activity (
+  thread_id text not null,
+  user_a_supabase_id uuid not null,
+  user_b_supabase_id uuid,
+  guest_supabase_id uuid,
+  activity_at timestamp with time zone not null,
+  last_message_id bigint,
+  constraint chat_thread_activity_pkey primary key (thread_id),
+  constraint chat_thread_activity_thread_id_fkey
+    foreign key (thread_id) references public.chat_threads (thread_id) on delete cascade
+);
+comment on table chat_private.chat_thread_activity is
+  'Per thread, the inbox order: the newest message (by created_at, id) and its time, else the thread''s creation; '
+  'copies of the participants'' Supabase ids for the per-participant indexes. Kept by triggers';
+revoke all on table chat_private.chat_thread_activity from public, anon, authenticated, service_role;
+
+insert into chat_private.chat_thread_activity (thread_id, user_a_supabase_id, user_b_supabase_id, guest_supabase_id,
+                                               activity_at, last_message_id)
+select t.thread_id, t.user_a_supabase_id, t.user_b_supabase_id, t.guest_supabase_id, t.activity_at, t.last_message_id
+from public.chat_threads t;
+
+-- The inbox: per participant column, threads in activity order (first page = a merge of
+-- these range scans, stopping after _limit rows).
+create index chat_thread_activity_user_a_idx
+  on chat_private.chat_thread_activity (user_a_supabase_id, activity_at, thread_id);
+create index chat_thread_activity_user_b_idx
+  on chat_private.chat_thread_activity (user_b_supabase_id, activity_at, thread_id)
+  where user_b_supabase_id is not null;
+create index chat_thread_activity_guest_idx
+  on chat_private.chat_thread_activity (guest_supabase_id, activity_at, thread_id)
+  where guest_supabase_id is not null;
+
+-- A new message moves its thread's activity; owner's rights (end users have no access).
+create or replace function chat_private.chat_thread_touch() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update chat_private.chat_thread_activity a set activity_at = new.created_at, last_message_id = new.id
+  where a.thread_id = new.thread_id
+    and (a.last_message_id is null or (a.activity_at, a.last_message_id) < (new.created_at, new.id));
+  return null;
+end
+$$;
+comment on function chat_private.chat_thread_touch() is
+  'Moves chat_thread_activity to a new message when it is the newest (by created_at, id)';
+
+-- A thread's activity row comes with the thread and follows its participants.
+create function chat_private.chat_thread_activity_sync() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if tg_op = 'INSERT' then
+    insert into chat_private.chat_thread_activity (thread_id, user_a_supabase_id, user_b_supabase_id,
+                                                   guest_supabase_id, activity_at)
+    values (new.thread_id, new.user_a_supabase_id, new.user_b_supabase_id, new.guest_supabase_id, new.created_at);
+  else
+    update chat_private.chat_thread_activity a
+    set user_a_supabase_id = new.user_a_supabase_id, user_b_supabase_id = new.user_b_supabase_id,
+        guest_supabase_id = new.guest_supabase_id,
+        activity_at = case when a.last_message_id is null then new.created_at else a.activity_at end
+    where a.thread_id = new.thread_id;
+  end if;
+  return null;
+end
+$$;
+comment on function chat_private.chat_thread_activity_sync() is
+  'Creates a thread''s chat_thread_activity row and keeps its participant ids (and, before a message, its time)';
+revoke all on function chat_private.chat_thread_activity_sync() from public;
+
+create trigger chat_threads__activity
+  after insert or update of user_a_supabase_id, user_b_supabase_id, guest_supabase_id, created_at
+  on public.chat_threads
+  for each row execute function chat_private.chat_thread_activity_sync();
+
+-- chat_inbox's work, now from the activity rows; the same rows, columns and order as 0008.
+create or replace function chat_private.chat_inbox_rows(_limit integer, _before_activity_at timestamp with time zone,
+                                                        _before_thread_id text)
+returns table (thread_id text, kind text, other_mongo_id text, other_display_name text, last_message_id bigint,
+               last_sender_supabase_id uuid, last_message_at timestamp with time zone, last_body text,
+               activity_at timestamp with time zone, unread integer, delivered_up_to bigint, read_up_to bigint,
+               guest_status text)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  caller uuid := auth.uid();
+  -- No cursor: a bound above every row ((activity_at, thread_id) < (infinity, '') holds for all).
+  bound_at timestamp with time zone := coalesce(_before_activity_at, 'infinity');
+  bound_id text := coalesce(_before_thread_id, '');
+begin
+  if caller is null then
+    raise exception using errcode = '42501', message = 'not authenticated',
+      hint = 'call with a signed-in user''s access token';
+  end if;
+  if _limit is null or _limit not between 1 and 100 then
+    raise exception using errcode = '22023', message = '_limit must be between 1 and 100';
+  end if;
+  if _before_activity_at is null and _before_thread_id is not null then
+    raise exception using errcode = '22023',
+      message = '_before_activity_at is required with _before_thread_id (pass both from the last row of the previous page)';
+  end if;
+  if _before_thread_id is null and _before_activity_at is not null then
+    raise exception using errcode = '22023',
+      message = '_before_thread_id is required with _before_activity_at (pass both from the last row of the previous page)';
+  end if;
+
+  -- One range scan per participant column, merged in (activity_at, thread_id) order; a
+  -- caller is in at most one of the columns of a thread, so nothing repeats.
+  return query
+    with page as (
+      (select a.thread_id, a.activity_at, a.last_message_id from chat_private.chat_thread_activity a
+       where a.user_a_supabase_id = caller
+         and (a.activity_at, a.thread_id) < (bound_at, bound_id)
+       order by a.activity_at desc, a.thread_id desc limit _limit)
+      union all
+      (select a.thread_id, a.activity_at, a.last_message_id from chat_private.chat_thread_activity a
+       where a.user_b_supabase_id = caller
+         and (a.activity_at, a.thread_id) < (bound_at, bound_id)
+       order by a.activity_at desc, a.thread_id desc limit _limit)
+      union all
+      -- A guest sees their thread while the session is active (0007).
+      (select a.thread_id, a.activity_at, a.last_message_id from chat_private.chat_thread_activity a
+       join public.chat_threads g on g.thread_id = a.thread_id
+       where a.guest_supabase_id = caller and g.guest_ended_at is null and g.guest_expires_at > now()
+         and (a.activity_at, a.thread_id) < (bound_at, bound_id)
+       order by a.activity_at desc, a.thread_id desc limit _limit)
+      order by activity_at desc, thread_id desc
+      limit _limit)
+    -- kind, guest_display_name and the guest session's state are 0007's columns.
+    select p.thread_id, t.kind,
+           case when t.kind = 'guest' and t.user_a_supabase_id = caller then null
+                when t.user_a_supabase_id = caller then t.user_b_mongo_id
+                else t.user_a_mongo_id end,
+           case when t.kind = 'guest' and t.user_a_supabase_id = caller then t.guest_display_name end,
+           p.last_message_id, m.sender_supabase_id, m.created_at, left(m.body, 200), p.activity_at,
+           coalesce((select count(*)::integer from public.chat_messages u
+                     where u.thread_id = p.thread_id and u.id > coalesce(mine.read_up_to, 0)
+                       and u.sender_supabase_id <> caller), 0),
+           coalesce(other.delivered_up_to, 0), coalesce(other.read_up_to, 0),
+           case when t.kind <> 'guest' then null
+                when t.guest_supabase_id is not null and t.guest_ended_at is null and t.guest_expires_at > now()
+                  then 'active'
+                else 'ended' end
+    from page p
+    join public.chat_threads t on t.thread_id = p.thread_id
+    left join public.chat_messages m on m.id = p.last_message_id
+    left join public.chat_receipts mine on mine.thread_id = p.thread_id and mine.supabase_user_id = caller
+    left join lateral (select r.delivered_up_to, r.read_up_to from public.chat_receipts r
+                       where r.thread_id = p.thread_id and r.supabase_user_id <> caller
+                       order by r.read_up_to desc limit 1) other on true
+    order by p.activity_at desc, p.thread_id desc;
+end
+$$;
+comment on function chat_private.chat_inbox_rows(integer, timestamp with time zone, text) is
+  'chat_inbox''s work with the owner''s rights: the caller''s threads only (membership from auth.uid()), '
+  'read through chat_thread_activity''s per-participant indexes';
+
+-- chat_threads is written once per thread again: 0001's participant indexes come back (the
+-- membership lookups and the identity foreign keys' cascades use them), 0008's go.
+create index chat_threads_user_a_supabase_id_idx on public.chat_threads (user_a_supabase_id, user_a_mongo_id);
+create index chat_threads_user_b_supabase_id_idx on public.chat_threads (user_b_supabase_id, user_b_mongo_id);
+drop index public.chat_threads_guest_activity_idx;
+drop index public.chat_threads_user_b_activity_idx;
+drop index public.chat_threads_user_a_activity_idx;
+alter table public.chat_threads
+  drop column activity_at,
+  drop column last_message_at,
+  drop column last_message_id;
+"""
+
+# 0008's definitions, restored verbatim.
+DOWNGRADE = r"""
+alter table public.chat_threads
+  add column last_message_id bigint,
+  add column last_message_at timestamp with time zone,
+  add column activity_at timestamp with time zone not null
+    generated always as (coalesce(last_message_at, created_at)) stored;
+comment on column public.chat_threads.last_message_id is
+  'The newest message (by created_at, id), kept by chat_messages__touch_thread; null before the first';
+comment on column public.chat_threads.activity_at is 'The inbox order: the newest message''s time, else created_at';
+
+update public.chat_threads t set (last_message_id, last_message_at) = (a.last_message_id, a.activity_at)
+from chat_private.chat_thread_activity a
+where a.thread_id = t.thread_id and a.last_message_id is not null;
+
+create index chat_threads_user_a_activity_idx
+  on public.chat_threads (user_a_supabase_id, user_a_mongo_id, activity_at, thread_id);
+create index chat_threads_user_b_activity_idx
+  on public.chat_threads (user_b_supabase_id, user_b_mongo_id, activity_at, thread_id)
+  where user_b_supabase_id is not null;
+create index chat_threads_guest_activity_idx on public.chat_threads (guest_supabase_id, activity_at, thread_id)
+  where guest_supabase_id is not null;
+drop index public.chat_threads_user_a_supabase_id_idx;
+drop index public.chat_threads_user_b_supabase_id_idx;
+
+create or replace function chat_private.chat_thread_touch() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.chat_threads t set last_message_id = new.id, last_message_at = new.created_at
+  where t.thread_id = new.thread_id
+    and (t.last_message_id is null or (t.last_message_at, t.last_message_id) < (new.created_at, new.id));
+  return null;
+end
+$$;
+comment on function chat_private.chat_thread_touch() is
+  'Moves chat_threads.last_message_* to a new message when it is the newest (by created_at, id)';
+
+create or replace function chat_private.chat_inbox_rows(_limit integer, _before_activity_at timestamp with time zone,
+                                                        _before_thread_id text)
+returns table (thread_id text, kind text, other_mongo_id text, other_display_name text, last_message_id bigint,
+               last_sender_supabase_id uuid, last_message_at timestamp with time zone, last_body text,
+               activity_at timestamp with time zone, unread integer, delivered_up_to bigint, read_up_to bigint,
+               guest_status text)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  caller uuid := auth.uid();
+  -- The caller's Mongo id (null for an anonymous guest): with it the per-participant
+  -- indexes return the threads already in activity order.
+  caller_mongo text := (select i.mongo_id from public.chat_identities i where i.supabase_user_id = auth.uid());
+  -- No cursor: a bound above every row ((activity_at, thread_id) < (infinity, '') holds for all).
+  bound_at timestamp with time zone := coalesce(_before_activity_at, 'infinity');
+  bound_id text := coalesce(_before_thread_id, '');
+begin
+  if caller is null then
+    raise exception using errcode = '42501', message = 'not authenticated',
+      hint = 'call with a signed-in user''s access token';
+  end if;
+  if _limit is null or _limit not between 1 and 100 then
+    raise exception using errcode = '22023', message = '_limit must be between 1 and 100';
+  end if;
+  if _before_activity_at is null and _before_thread_id is not null then
+    raise exception using errcode = '22023',
+      message = '_before_activity_at is required with _before_thread_id (pass both from the last row of the previous page)';
+  end if;
+  if _before_thread_id is null and _before_activity_at is not null then
+    raise exception using errcode = '22023',
+      message = '_before_thread_id is required with _before_activity_at (pass both from the last row of the previous page)';
+  end if;
+
+  -- One range scan per participant column, merged in (activity_at, thread_id) order; a
+  -- caller is in at most one of the columns of a thread, so nothing repeats.
+  return query
+    with page as (
+      (select t.* from public.chat_threads t
+       where t.user_a_supabase_id = caller and t.user_a_mongo_id = caller_mongo
+         and (t.activity_at, t.thread_id) < (bound_at, bound_id)
+       order by t.activity_at desc, t.thread_id desc limit _limit)
+      union all
+      (select t.* from public.chat_threads t
+       where t.user_b_supabase_id = caller and t.user_b_mongo_id = caller_mongo
+         and (t.activity_at, t.thread_id) < (bound_at, bound_id)
+       order by t.activity_at desc, t.thread_id desc limit _limit)
+      union all
+      -- A guest sees their thread while the session is active (0007).
+      (select t.* from public.chat_threads t
+       where t.guest_supabase_id = caller and t.guest_ended_at is null and t.guest_expires_at > now()
+         and (t.activity_at, t.thread_id) < (bound_at, bound_id)
+       order by t.activity_at desc, t.thread_id desc limit _limit)
+      order by activity_at desc, thread_id desc
+      limit _limit)
+    -- kind, guest_display_name and the guest session's state are 0007's columns.
+    select p.thread_id, p.kind,
+           case when p.kind = 'guest' and p.user_a_supabase_id = caller then null
+                when p.user_a_supabase_id = caller then p.user_b_mongo_id
+                else p.user_a_mongo_id end,
+           case when p.kind = 'guest' and p.user_a_supabase_id = caller then p.guest_display_name end,
+           p.last_message_id, m.sender_supabase_id, p.last_message_at, left(m.body, 200), p.activity_at,
+           coalesce((select count(*)::integer from public.chat_messages u
+                     where u.thread_id = p.thread_id and u.id > coalesce(mine.read_up_to, 0)
+                       and u.sender_supabase_id <> caller), 0),
+           coalesce(other.delivered_up_to, 0), coalesce(other.read_up_to, 0),
+           case when p.kind <> 'guest' then null
+                when p.guest_supabase_id is not null and p.guest_ended_at is null and p.guest_expires_at > now()
+                  then 'active'
+                else 'ended' end
+    from page p
+    left join public.chat_messages m on m.id = p.last_message_id
+    left join public.chat_receipts mine on mine.thread_id = p.thread_id and mine.supabase_user_id = caller
+    left join lateral (select r.delivered_up_to, r.read_up_to from public.chat_receipts r
+                       where r.thread_id = p.thread_id and r.supabase_user_id <> caller
+                       order by r.read_up_to desc limit 1) other on true
+    order by p.activity_at desc, p.thread_id desc;
+end
+$$;
+comment on function chat_private.chat_inbox_rows(integer, timestamp with time zone, text) is
+  'chat_inbox''s work with the owner''s rights: the caller''s threads only (membership from auth.uid()), '
+  'read through per-participant activity indexes';
+
+drop trigger chat_threads__activity on public.chat_threads;
+drop function chat_private.chat_thread_activity_sync();
+drop table chat_private.chat_thread_activity;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)
