@@ -107,9 +107,10 @@ def planted_findings(admin_url: str) -> str:
 
 
 def bench_report(command: str) -> str:
-    """`python -m bench.report RESULTS.json`: the run's table, from the committed JSON."""
-    path = command.removeprefix("python -m bench.report ").strip()
-    return render_file(ROOT / path)
+    """`python -m bench.report [--targets] RESULTS.json`: the run's table, from the committed JSON."""
+    args = command.removeprefix("python -m bench.report ").split()
+    targets_only = args[:1] == ["--targets"]
+    return render_file(ROOT / args[-1], targets_only)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ GENERATORS: dict[str, Generator] = {
     "audit-findings": Generator("dbtool audit --no-matrix --format markdown, after the SQL shown", True,
                                 lambda _cmd, url: planted_findings(url)),
     "bench": Generator("python -m bench.report ", False, lambda cmd, _url: bench_report(cmd)),
+    "bench-targets": Generator("python -m bench.report --targets ", False, lambda cmd, _url: bench_report(cmd)),
 }
 
 

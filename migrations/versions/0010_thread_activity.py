@@ -24,7 +24,9 @@ Why the shapes below (DBA notes, DESIGN §7 and §9; chat_inbox answers the same
   one index per participant column, (participant, activity_at, thread_id). chat_threads
   gets back 0001's participant indexes (membership lookups, the identity foreign keys).
 * The table is in chat_private, which PostgREST does not expose: no privilege for any API
-  role; chat_inbox_rows (SECURITY DEFINER) and the triggers read and write it.
+  role; chat_inbox_rows (SECURITY DEFINER) and the triggers read and write it. Its columns
+  keep their statistics (0005's rule is for what PostgREST can estimate: nobody can ask for a
+  planned count of this table), so the inbox's plans rest on real figures.
 * chat_threads loses last_message_id, last_message_at and activity_at (0008, never
   released); chat_inbox returns them as before (last_message_at from the message row).
 * No policy changes: no lock on auth.users (DESIGN §2). The backfill reads each thread once.
