@@ -37,7 +37,7 @@ def test_the_total_is_awaited_until_the_backend_exits(tmp_path: Path) -> None:
 
 
 def test_a_missing_profile_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="cg.99"):
+    with pytest.raises(RuntimeError, match=r"cg\.99"):
         instructions.backend_total(tmp_path / "cg.99", timeout=0.3)
 
 
