@@ -195,3 +195,28 @@ def test_the_inbox_data_match_the_threads(loaded: tuple[Database, worlds.World])
                             (world.erin.uid,)).fetchone()
     assert row is not None and row[0] == SIZES["erin"] + 1
     assert len(seen) == len(set(seen)) == row[0]
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_a_send_reads_as_few_thread_rows_whatever_the_senders_thread_count(
+        loaded: tuple[Database, worlds.World], generic: bool) -> None:
+    """insert_chat_message looks its thread up by primary key (its own check, the insert's
+    WITH CHECK, the foreign key): the same few rows for alice in 100 threads as for erin in
+    1,000. It inserts without RETURNING, which would check the row against the select
+    policy, whose InitPlan reads every thread of the sender (0010)."""
+    db, world = loaded
+    read = {}
+    for name in SIZES:
+        member = getattr(world, name)
+        with db.connect(admin=True) as conn:
+            thread, partner = conn.execute(
+                "select thread_id, case when user_a_supabase_id = %(uid)s then user_b_mongo_id else user_a_mongo_id end "
+                "from public.chat_threads where %(uid)s in (user_a_supabase_id, user_b_supabase_id) and kind = 'direct' "
+                "order by thread_id limit 1", {"uid": member.uid}).fetchone()  # type: ignore[misc]
+            found = plans.nested_plans(
+                conn, member.persona, "select * from public.insert_chat_message(%s, %s, %s, 'plan probe')",
+                (thread, member.mongo_id, partner), generic=generic, analyze=True, read_only=False)
+        assert any(n.get("Operation") == "Insert" for p in found for n, _ in plans.walk(p["Plan"])), \
+            "the send's insert must be among the nested plans"
+        read[name] = sum(rows_read(relation_scans(p, "chat_threads")) for p in found)
+    assert read["alice"] == read["erin"] <= 3, read

@@ -275,3 +275,26 @@ def test_no_existence_oracle(world_db: WorldDb) -> None:
             got = call(world_db, w.carol.persona, function, args)
             answers.add((function, got.sqlstate, got.message))
     assert answers == {("chat_history", "P0002", "thread not found"), ("insert_chat_message", "P0002", "thread not found")}
+
+
+@pytest.mark.parametrize("path", ["direct", "direct with a client id", "guest", "host to a guest"])
+def test_the_returned_row_is_the_stored_row(world_db: WorldDb, path: str) -> None:
+    """insert_chat_message builds the row it returns from what it inserted (no RETURNING,
+    0010): every column equals the stored row's, the id and created_at included."""
+    w = world_db.world
+    g = w.guests
+    who, args = {
+        "direct": (w.alice.persona, send_args(world_db)),
+        "direct with a client id": (w.alice.persona, send_args(world_db, _client_id=str(uuid.uuid4()))),
+        "guest": (g.active.persona, {"_thread_id": g.active_thread, "_sender_mongo_id": None,
+                                     "_recipient_mongo_id": None, "_body": "hello host"}),
+        "host to a guest": (w.dave.persona, {"_thread_id": g.active_thread, "_sender_mongo_id": w.dave.mongo_id,
+                                             "_recipient_mongo_id": None, "_body": "hello guest"}),
+    }[path]
+    got = call(world_db, who, "insert_chat_message", args)
+    assert got.ok, got.describe()
+    stored = call(world_db, who, "chat_history", {"_thread_id": args["_thread_id"], "_limit": 1})
+    assert stored.ok and stored.rows[0]["body"] == args["_body"], stored.describe()
+    assert got.rows == stored.rows, "the send returned another row than the one stored"
+    key = args.get("_client_id")
+    assert stored.rows[0]["client_id"] == (uuid.UUID(key) if key else None)

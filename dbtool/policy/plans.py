@@ -76,10 +76,11 @@ def explain(conn: psycopg.Connection[Any], who: Persona, query: str, params: Seq
 
 
 def nested_plans(conn: psycopg.Connection[Any], who: Persona, statement: str, params: Sequence[Any], *,
-                 generic: bool, analyze: bool = False) -> list[dict[str, Any]]:
+                 generic: bool, analyze: bool = False, read_only: bool = True) -> list[dict[str, Any]]:
     """The plans of the statements a PL/pgSQL RPC runs inside (auto_explain, nested
     statements), as the last of seven PostgREST requests, past PL/pgSQL's five custom plans;
-    `analyze` adds the executed row counts. `conn` must be a superuser's (auto_explain)."""
+    `analyze` adds the executed row counts; `read_only=False` for an RPC that writes (each
+    request is rolled back). `conn` must be a superuser's (auto_explain)."""
     notices: list[str] = []
     conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
     conn.execute("load 'auto_explain'")
@@ -90,7 +91,7 @@ def nested_plans(conn: psycopg.Connection[Any], who: Persona, statement: str, pa
     for name, value in settings:
         conn.execute(f"set auto_explain.{name} = {value}")
     for _ in range(7):
-        with postgrest.request(conn, who, method="POST", read_only=True):
+        with postgrest.request(conn, who, method="POST", read_only=read_only):
             if generic:
                 conn.execute("set local plan_cache_mode = force_generic_plan")
             notices.clear()
