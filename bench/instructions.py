@@ -162,30 +162,49 @@ def _toggle(trigger: str, on: bool) -> Callable[[psycopg.Connection[Any]], None]
 
 def requests(data: Dataset) -> dict[str, tuple[str, Request, Request | None, str]]:
     """name -> (what, the request, its baseline, what the baseline is)."""
+    busy_threads = receipts.inbox_sizes(data)[1]
+    busy_uid = receipts._inbox_users(data)[busy_threads]
     with data.db.connect(admin=True) as conn:
         members = conn.execute("select uid, thread_id, claims, mongo, partner, cursor_at, cursor_id "
                                "from bench.members order by n").fetchall()
         marks = conn.execute("select uid, thread_id, claims, first_id from bench.marks where c = 0").fetchone()
-    assert members and marks, "the dataset lacks bench.members or bench.marks"
+        # The member of 1,000 threads (bench.receipts' inbox user), on 50 of them, in bench.members' shape.
+        busy = conn.execute(
+            """
+            select %(uid)s, t.thread_id,
+                   json_build_object('sub', %(uid)s, 'role', 'authenticated', 'aud', 'authenticated')::text,
+                   i.mongo_id, case when t.user_a_supabase_id = %(uid)s then t.user_b_mongo_id else t.user_a_mongo_id end,
+                   c.created_at::text, c.id
+            from public.chat_threads t
+            join public.chat_identities i on i.supabase_user_id = %(uid)s
+            cross join lateral (select m.created_at, m.id from public.chat_messages m where m.thread_id = t.thread_id
+                                order by m.created_at desc, m.id desc offset 3 limit 1) c
+            where %(uid)s in (t.user_a_supabase_id, t.user_b_supabase_id)
+            order by t.thread_id limit 50
+            """, {"uid": busy_uid}).fetchall()
+    assert members and marks and busy, "the dataset lacks bench.members, bench.marks or the inbox users"
     rng = random.Random(2)
     picks = [rng.randrange(len(members)) for _ in range(10_000)]
 
     def member(k: int) -> tuple[Any, ...]:
         return tuple(members[picks[k % len(picks)]])
 
+    def busy_member(k: int) -> tuple[Any, ...]:
+        return tuple(busy[k % len(busy)])
+
     page = ("select * from public.chat_messages m where m.thread_id = %s "
             "and (m.created_at, m.id) < (%s::timestamptz, %s::bigint) order by m.created_at desc, m.id desc limit 50")
 
-    def page_args(k: int) -> Args:
-        _uid, thread, claims, _, _, at, cursor = member(k)
+    def page_args(k: int, who: Callable[[int], tuple[Any, ...]] = member) -> Args:
+        _uid, thread, claims, _, _, at, cursor = who(k)
         return claims, (thread, at, cursor)
 
     send = "select r.id from public.insert_chat_message(%s, %s, %s, 'benchmark message') r"
     raw = ("insert into public.chat_messages (thread_id, sender_mongo_id, recipient_mongo_id, sender_supabase_id, "
            "body) values (%s, %s, %s, %s::uuid, 'benchmark message')")
 
-    def send_args(k: int) -> Args:
-        _uid, thread, claims, mongo, partner, _, _ = member(k)
+    def send_args(k: int, who: Callable[[int], tuple[Any, ...]] = member) -> Args:
+        _uid, thread, claims, mongo, partner, _, _ = who(k)
         return claims, (thread, mongo, partner)
 
     def raw_args(k: int) -> Args:
@@ -212,10 +231,16 @@ def requests(data: Dataset) -> dict[str, tuple[str, Request, Request | None, str
         "history": ("history page (50 rows, keyset) as a participant through RLS",
                     Request("authenticated", page, page_args),
                     Request("postgres", page, page_args), "the owner's page"),
+        "history-busy": (f"the same page by a member of {busy_threads:,} threads",
+                         Request("authenticated", page, lambda k: page_args(k, busy_member)),
+                         Request("authenticated", page, page_args), "a typical member's page"),
         "send": ("insert_chat_message (RPC, RLS, limits, triggers, broadcast)",
                  Request("authenticated", send, send_args, on),
                  Request("postgres", raw, raw_args, both(on, _toggle("chat_messages__broadcast", False))),
                  "a raw INSERT as the owner, broadcast trigger off"),
+        "send-busy": (f"the same send by a member of {busy_threads:,} threads",
+                      Request("authenticated", send, lambda k: send_args(k, busy_member), on),
+                      Request("authenticated", send, send_args, on), "a typical member's send"),
         "send-touch": ("the same send: what the inbox's trigger (chat_messages__touch_thread) adds",
                        Request("authenticated", send, send_args, on),
                        Request("authenticated", send, send_args, both(on, _toggle("chat_messages__touch_thread", False))),
@@ -231,7 +256,7 @@ def requests(data: Dataset) -> dict[str, tuple[str, Request, Request | None, str
     }
 
 
-NAMES = ("history", "send", "send-touch", "mark-read")
+NAMES = ("history", "history-busy", "send", "send-busy", "send-touch", "mark-read")
 
 
 @contextmanager
