@@ -219,9 +219,9 @@ def test_widening_a_policy_is_dangerous(chat_db: Database) -> None:
     assert [c.grade for c in policy] == ["dangerous"]
     assert "outsider | chat_threads select" in {c.object for c in changes if c.grade == "dangerous"}
     assert "safe" not in {c.grade for c in changes}
-    # The outsider now learns that the thread exists (history answers instead of P0002).
-    leak = next(c for c in changes if c.object == "outsider | chat_history() call (thread ab)")
-    assert leak.grade == "dangerous" and leak.message == "P0002 thread not found -> ok 0 rows"
+    # chat_history still answers P0002: since 0010 it reads through a helper that applies the
+    # membership rule itself, so the widened thread policy does not reach it.
+    assert not [c for c in changes if c.object == "outsider | chat_history() call (thread ab)"]
 
 
 def test_narrowing_a_policy_is_breaking(chat_db: Database) -> None:

@@ -220,3 +220,26 @@ def test_a_send_reads_as_few_thread_rows_whatever_the_senders_thread_count(
             "the send's insert must be among the nested plans"
         read[name] = sum(rows_read(relation_scans(p, "chat_threads")) for p in found)
     assert read["alice"] == read["erin"] <= 3, read
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_a_history_page_reads_as_few_thread_rows_whatever_the_readers_thread_count(
+        loaded: tuple[Database, worlds.World], generic: bool) -> None:
+    """chat_history checks the thread by primary key and reads its page with the owner's
+    rights (0010): through the messages policy, every thread of the reader was listed and
+    each row compared with that list, 100 rows read for alice and 1,000 for erin."""
+    db, world = loaded
+    read = {}
+    for name in SIZES:
+        member = getattr(world, name)
+        with db.connect(admin=True) as conn:
+            row = conn.execute(
+                "select thread_id from public.chat_threads where %(uid)s in (user_a_supabase_id, user_b_supabase_id) "
+                "and kind = 'direct' order by thread_id limit 1", {"uid": member.uid}).fetchone()
+            assert row is not None
+            found = plans.nested_plans(conn, member.persona, "select * from public.chat_history(%s)", (row[0],),
+                                       generic=generic, analyze=True)
+        pages = [p for p in found if relation_scans(p, "chat_messages")]
+        assert pages and max(int(p["Plan"].get("Actual Rows", 0)) for p in pages) == 5, "the thread's 5 messages"
+        read[name] = sum(rows_read(relation_scans(p, "chat_threads")) for p in found)
+    assert read["alice"] == read["erin"] <= 2, read

@@ -1,4 +1,4 @@
-"""lighter sends: the inbox's order off the thread row, and no RETURNING in insert_chat_message
+"""lighter sends and pages: the inbox's order off the thread row; sends and pages flat in the thread count
 
 Revision ID: 0010
 Revises: 0009
@@ -37,6 +37,15 @@ Why the shapes below (DBA notes, DESIGN §7 and §9; chat_inbox answers the same
   for both. That needs USAGE on the sequence for the roles that call it (currval; nextval
   is not reachable through PostgREST, and identity inserts need no sequence privilege).
   The insert's WITH CHECK policy and the limits are unchanged. Otherwise 0007's text.
+* chat_history reads its page through chat_private.chat_history_rows (SECURITY DEFINER) for
+  callers RLS applies to. Through the messages policy, each row of the page was compared
+  with the array of every thread id of the caller (a linear scan per row, after the
+  InitPlan built the array): a page cost a member of 1,000 threads 4.1M instructions, a
+  typical member 0.6M. The helper applies the policy's membership rule itself, once, from
+  auth.uid() (as chat_inbox_rows does since 0008); service_role and the owner read as before.
+  The table endpoint (GET /chat_messages) keeps the policy, and its cost for such members.
+* The participant indexes carry thread_id, so the policies' list of the caller's threads
+  comes from index-only scans.
 * No policy changes: no lock on auth.users (DESIGN §2). The backfill reads each thread once.
 """
 
@@ -430,10 +439,123 @@ $$;
 comment on function public.insert_chat_message(text, text, text, text, uuid) is
   'Send a message as the caller (a guest thread too); a retry with the same _client_id returns the first row';
 
+-- History pages without the messages policy's per-row array test (see the notes above).
+-- chat_history's page with the owner's rights, for callers RLS applies to (0010).
+create function chat_private.chat_history_rows(_thread_id text, _before_created_at timestamp with time zone,
+                                               _before_id bigint, _limit integer)
+returns setof public.chat_messages
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  caller uuid := auth.uid();
+begin
+  -- The caller's own thread only, as chat_threads__select_participants admits it (a guest
+  -- while the session is active, 0007): the same answer as chat_history's check.
+  if caller is null or not exists (
+       select from public.chat_threads t
+       where t.thread_id = _thread_id
+         and (caller in (t.user_a_supabase_id, t.user_b_supabase_id)
+           or (t.guest_supabase_id = caller and t.guest_ended_at is null and t.guest_expires_at > now()))) then
+    raise exception using errcode = 'P0002', message = 'thread not found';
+  end if;
+  if _before_id is null then
+    return query
+      select m.* from public.chat_messages m
+      where m.thread_id = _thread_id
+      order by m.created_at desc, m.id desc
+      limit _limit;
+  else
+    return query
+      select m.* from public.chat_messages m
+      where m.thread_id = _thread_id and (m.created_at, m.id) < (_before_created_at, _before_id)
+      order by m.created_at desc, m.id desc
+      limit _limit;
+  end if;
+end
+$$;
+comment on function chat_private.chat_history_rows(text, timestamp with time zone, bigint, integer) is
+  'chat_history''s page with the owner''s rights: the caller''s own thread only (membership from auth.uid())';
+revoke all on function chat_private.chat_history_rows(text, timestamp with time zone, bigint, integer) from public;
+grant execute on function chat_private.chat_history_rows(text, timestamp with time zone, bigint, integer)
+  to authenticated;
+
+create or replace function public.chat_history(
+  _thread_id text,
+  _before_created_at timestamp with time zone default null,
+  _before_id bigint default null,
+  _limit integer default 50
+) returns setof public.chat_messages
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  wanted_thread text := lower(_thread_id);
+begin
+  if auth.uid() is null then
+    raise exception using errcode = '42501', message = 'not authenticated',
+      hint = 'call with a signed-in user''s access token';
+  end if;
+  if wanted_thread is null or wanted_thread !~ '^(?:[0-9a-f]{24}_[0-9a-f]{24}|g_[0-9a-f]{32})$' then
+    raise exception using errcode = '22023',
+      message = '_thread_id must look like <mongo id>_<mongo id> (24 hex characters each) or g_<32 hex characters>';
+  end if;
+  if _limit is null or _limit not between 1 and 200 then
+    raise exception using errcode = '22023', message = '_limit must be between 1 and 200';
+  end if;
+  if _before_created_at is null and _before_id is not null then
+    raise exception using errcode = '22023',
+      message = '_before_created_at is required with _before_id (pass both from the last row of the previous page)';
+  end if;
+  if _before_id is null and _before_created_at is not null then
+    raise exception using errcode = '22023',
+      message = '_before_id is required with _before_created_at (pass both from the last row of the previous page)';
+  end if;
+  -- RLS: participants, a guest thread's host, its guest while the session is active.
+  if not exists (select from public.chat_threads t where t.thread_id = wanted_thread) then
+    raise exception using errcode = 'P0002', message = 'thread not found';
+  end if;
+
+  -- A caller RLS applies to reads the page through chat_history_rows (owner's rights, the
+  -- same membership rule checked again there): through the messages policy, each row would
+  -- be compared with the array of every thread id of the caller (0010). service_role and the
+  -- owner, whom RLS does not apply to, read as before.
+  if pg_catalog.row_security_active('public.chat_messages'::regclass) then
+    return query select * from chat_private.chat_history_rows(wanted_thread, _before_created_at, _before_id, _limit);
+    return;
+  end if;
+
+  -- Two statements rather than one with "or ... is null", so both plans use the index.
+  if _before_id is null then
+    return query
+      select m.* from public.chat_messages m
+      where m.thread_id = wanted_thread
+      order by m.created_at desc, m.id desc
+      limit _limit;
+  else
+    return query
+      select m.* from public.chat_messages m
+      where m.thread_id = wanted_thread and (m.created_at, m.id) < (_before_created_at, _before_id)
+      order by m.created_at desc, m.id desc
+      limit _limit;
+  end if;
+end
+$$;
+comment on function public.chat_history(text, timestamp with time zone, bigint, integer) is
+  'A page of a thread''s messages, newest first; the next page starts before the last row''s (created_at, id)';
+
 -- chat_threads is written once per thread again: 0001's participant indexes come back (the
--- membership lookups and the identity foreign keys' cascades use them), 0008's go.
-create index chat_threads_user_a_supabase_id_idx on public.chat_threads (user_a_supabase_id, user_a_mongo_id);
-create index chat_threads_user_b_supabase_id_idx on public.chat_threads (user_b_supabase_id, user_b_mongo_id);
+-- membership lookups and the identity foreign keys' cascades use them), 0008's go. They
+-- carry thread_id, so the caller's thread ids that the policies list (caller_threads) come
+-- from index-only scans of all-visible pages, which rows written once soon are.
+create index chat_threads_user_a_supabase_id_idx on public.chat_threads (user_a_supabase_id, user_a_mongo_id)
+  include (thread_id);
+create index chat_threads_user_b_supabase_id_idx on public.chat_threads (user_b_supabase_id, user_b_mongo_id)
+  include (thread_id);
 drop index public.chat_threads_guest_activity_idx;
 drop index public.chat_threads_user_b_activity_idx;
 drop index public.chat_threads_user_a_activity_idx;
@@ -627,6 +749,63 @@ $$;
 comment on function public.insert_chat_message(text, text, text, text, uuid) is
   'Send a message as the caller (a guest thread too); a retry with the same _client_id returns the first row';
 revoke all on sequence public.chat_messages_id_seq from authenticated, service_role;
+create or replace function public.chat_history(
+  _thread_id text,
+  _before_created_at timestamp with time zone default null,
+  _before_id bigint default null,
+  _limit integer default 50
+) returns setof public.chat_messages
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  wanted_thread text := lower(_thread_id);
+begin
+  if auth.uid() is null then
+    raise exception using errcode = '42501', message = 'not authenticated',
+      hint = 'call with a signed-in user''s access token';
+  end if;
+  if wanted_thread is null or wanted_thread !~ '^(?:[0-9a-f]{24}_[0-9a-f]{24}|g_[0-9a-f]{32})$' then
+    raise exception using errcode = '22023',
+      message = '_thread_id must look like <mongo id>_<mongo id> (24 hex characters each) or g_<32 hex characters>';
+  end if;
+  if _limit is null or _limit not between 1 and 200 then
+    raise exception using errcode = '22023', message = '_limit must be between 1 and 200';
+  end if;
+  if _before_created_at is null and _before_id is not null then
+    raise exception using errcode = '22023',
+      message = '_before_created_at is required with _before_id (pass both from the last row of the previous page)';
+  end if;
+  if _before_id is null and _before_created_at is not null then
+    raise exception using errcode = '22023',
+      message = '_before_id is required with _before_created_at (pass both from the last row of the previous page)';
+  end if;
+  -- RLS: participants, a guest thread's host, its guest while the session is active.
+  if not exists (select from public.chat_threads t where t.thread_id = wanted_thread) then
+    raise exception using errcode = 'P0002', message = 'thread not found';
+  end if;
+
+  -- Two statements rather than one with "or ... is null", so both plans use the index.
+  if _before_id is null then
+    return query
+      select m.* from public.chat_messages m
+      where m.thread_id = wanted_thread
+      order by m.created_at desc, m.id desc
+      limit _limit;
+  else
+    return query
+      select m.* from public.chat_messages m
+      where m.thread_id = wanted_thread and (m.created_at, m.id) < (_before_created_at, _before_id)
+      order by m.created_at desc, m.id desc
+      limit _limit;
+  end if;
+end
+$$;
+comment on function public.chat_history(text, timestamp with time zone, bigint, integer) is
+  'A page of a thread''s messages, newest first; the next page starts before the last row''s (created_at, id)';
+drop function chat_private.chat_history_rows(text, timestamp with time zone, bigint, integer);
 
 alter table public.chat_threads
   add column last_message_id bigint,
