@@ -281,10 +281,10 @@ THREAD_ACTIVITY = """
 
 def _inbox_state(conn: psycopg.Connection, threads: list[str]) -> None:
     """Each loaded thread's activity row with its last message (what chat_threads__activity
-    and chat_messages__touch_thread keep live), and
-    receipts: per participant, a hash of the thread picks how far they read (all, or the k
-    newest messages left unread, k < 12) and one in eight never opened the thread (no receipt:
-    everything from the other party is unread); delivered is the newest message."""
+    and chat_messages__touch_thread keep live), and receipts: per participant, a hash of the
+    thread picks how far they read (all, or the k newest messages left unread, k < 12) and one
+    in eight never opened the thread (no receipt: everything from the other party is unread);
+    delivered is the newest message."""
     conn.execute(THREAD_ACTIVITY, {"threads": threads})
     conn.execute(
         """
