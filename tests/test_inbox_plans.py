@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from dbtool.database import Database
+from dbtool.ops import seed
 from dbtool.policy import plans, worlds
 from dbtool.server.embedded import Server
 from dbtool.supabase import postgrest
@@ -78,16 +79,12 @@ def loaded(chat_db_server: Server, chat_db_template: Database) -> Iterator[tuple
                                            case when g % 2 = 0 then t.user_b_mongo_id else t.user_a_mongo_id end rm,
                                            case when g % 2 = 0 then t.user_a_supabase_id
                                                 else t.user_b_supabase_id end su) s;
-                insert into chat_private.chat_thread_activity as a (thread_id, user_a_supabase_id, user_b_supabase_id,
-                                                                    guest_supabase_id, activity_at, last_message_id)
-                select t.thread_id, t.user_a_supabase_id, t.user_b_supabase_id, t.guest_supabase_id,
-                       coalesce(l.created_at, t.created_at), l.id
-                from public.chat_threads t
-                left join lateral (select m.id, m.created_at from public.chat_messages m
-                                   where m.thread_id = t.thread_id
-                                   order by m.created_at desc, m.id desc limit 1) l on true
-                on conflict (thread_id) do update set activity_at = excluded.activity_at,
-                                                      last_message_id = excluded.last_message_id;
+                """)
+            # the threads' activity rows, as the seed writes them with triggers off
+            conn.execute(seed.THREAD_ACTIVITY,
+                         {"threads": [r[0] for r in conn.execute("select thread_id from public.chat_threads")]})
+            conn.execute(
+                """
                 insert into public.chat_receipts (thread_id, supabase_user_id, delivered_up_to, read_up_to)
                 select t.thread_id, p.uid, greatest(a.last_message_id, m.id), m.id
                 from public.chat_threads t
