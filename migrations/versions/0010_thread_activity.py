@@ -15,7 +15,7 @@ Why the shapes below (DBA notes, DESIGN §7 and §9; chat_inbox answers the same
   CHECK and no generated column: activity_at (the newest message's time, else the thread's
   creation) and last_message_id, written by the same trigger (chat_messages__touch_thread,
   monotonic on (activity_at, id), so concurrent sends in either order end on the newest).
-  About 150k per send. chat_threads is written once per thread again, so the tables the
+  About 60-150k per send. chat_threads is written once per thread again, so the tables the
   policies read no longer churn.
 * The inbox's first page is still a merge of at most three index range scans that stops
   after _limit rows, whatever the user's thread count: the activity row carries copies of
@@ -40,8 +40,8 @@ Why the shapes below (DBA notes, DESIGN §7 and §9; chat_inbox answers the same
 * chat_history reads its page through chat_private.chat_history_rows (SECURITY DEFINER) for
   callers RLS applies to. Through the messages policy, each row of the page was compared
   with the array of every thread id of the caller (a linear scan per row, after the
-  InitPlan built the array): a page cost a member of 1,000 threads 4.1M instructions, a
-  typical member 0.6M. The helper applies the policy's membership rule itself, once, from
+  InitPlan built the array): a 3-row page cost a member of 1,000 threads 4.5M instructions,
+  a typical member 0.3M; now 0.7M for both. The helper applies the policy's membership rule itself, once, from
   auth.uid() (as chat_inbox_rows does since 0008); service_role and the owner read as before.
   The table endpoint (GET /chat_messages) keeps the policy, and its cost for such members.
 * The participant indexes carry thread_id, so the policies' list of the caller's threads
